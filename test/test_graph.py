@@ -287,3 +287,24 @@ def test_decision_and_episode_end_records_round_trip():
     stranger = contract.JointState(name=["position"], position=[1.0])
     with pytest.raises(ValueError, match="not a decision record"):
         contract.is_episode_end(stranger)
+
+
+def test_noise_agent_settings_in_the_graph_are_the_agent_defaults():
+    """dsrl_franka.yaml spells out the noise agent's settings for users to edit; they must be
+    DsrlConfig's defaults, so the ROS graph learns with the agent `adapt` and the benchmarks
+    measured (an entropy coefficient 100x too large here once made the graph avoid success)."""
+    from cfgrl_ros.dsrl import DsrlConfig
+    from cfgrl_ros.nodes.noise_actor_node import AGENT_PARAMETERS
+
+    sections = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    agent = sections["/**/noise_actor_node"]["ros__parameters"]["agent"]
+    assert set(agent) == set(AGENT_PARAMETERS)
+    defaults = DsrlConfig()
+    for name, value in agent.items():
+        default = getattr(defaults, name)
+        if name == "decode_steps":
+            default = default or 0
+        elif name == "hidden_sizes":
+            default = list(default)
+        assert value == default, f"dsrl_franka.yaml agent.{name}: {value} != DsrlConfig's {default}"
+    assert sections["/**"]["ros__parameters"]["exec_horizon"] == defaults.exec_horizon

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import random
 import shlex
@@ -37,12 +38,23 @@ from typing import Any
 import yaml
 
 from cfgrl_ros.paths import config_path
+from cfgrl_ros.sim.env import TASKS
 
 TASK = "lift"
 EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful demonstrations
 # config/dsrl_franka.yaml sizes the noise actor for a GPU workstation; on a CPU-only laptop
-# between-episode training at those settings takes longer than the episodes themselves.
-CPU_AGENT = {"utd": 5, "batch_size": 128, "hidden_sizes": [256, 256], "prefill_decisions": 50}
+# between-episode training at those settings takes longer than the episodes themselves. These
+# are the settings of the DSRL benchmark (docs/benchmarks.md): 8 actions per decision (13
+# decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, ~10 base episodes
+# of prefill.
+EXEC_HORIZON = 8
+CPU_AGENT = {
+    "utd": 10,
+    "batch_size": 128,
+    "hidden_sizes": [256, 256],
+    "prefill_decisions": 130,
+    "gamma": 0.92,
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,10 @@ def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
     actor = parameters["/**/noise_actor_node"]["ros__parameters"]
     actor["run_dir"] = str(out / "dsrl")
     actor["agent"].update(CPU_AGENT, seed=seed)
+    parameters["/**"]["ros__parameters"]["exec_horizon"] = EXEC_HORIZON
+    parameters["/**/reward_reset_node"]["ros__parameters"]["max_decisions"] = math.ceil(
+        TASKS[TASK].horizon / EXEC_HORIZON
+    )
     parameters["/**/franka_sim_node"]["ros__parameters"]["seed"] = 10_000 + seed
     parameters["/**/policy_node"]["ros__parameters"]["seed"] = seed
     path = out / "dsrl_franka.yaml"

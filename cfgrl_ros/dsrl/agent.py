@@ -70,8 +70,8 @@ class DsrlConfig:
     reward_offset: float = -1.0
     buffer_size: int = 200_000  # decisions kept
     redistill_updates: int = 500  # DSRL-NA: Q^W-only updates after a guidance weight change
-    distill_actor_noise: bool = False  # DSRL-NA: distil Q^W on the actor's noise too
-    decode_steps: int | None = None  # Euler steps when DSRL-NA decodes; None: the policy's
+    # Euler steps of every decode (the env's and DSRL-NA's: one decoder); None: the policy's.
+    decode_steps: int | None = None
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto"
 
@@ -186,7 +186,6 @@ def make_algorithm(
             exec_horizon=config.exec_horizon,
             decode_steps=config.decode_steps,
             redistill_updates=config.redistill_updates,
-            distill_actor_noise=config.distill_actor_noise,
         )
     algorithm = ALGORITHMS[config.algo]
     if env is None:
@@ -203,7 +202,10 @@ def make_algorithm(
             "build the env with make_noise_env(env, policy, w, config)"
         )
     offset = config.reward_offset
-    return algorithm("MlpPolicy", TransformReward(env, lambda reward: reward + offset), **kwargs)
+    model = algorithm("MlpPolicy", TransformReward(env, lambda reward: reward + offset), **kwargs)
+    # SB3's default logger of learn() creates a folder in the temp directory on every run.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def make_noise_agent(

@@ -96,7 +96,6 @@ class DsrlNa(DsrlSac):
         exec_horizon: int = 4,
         decode_steps: int | None = None,
         redistill_updates: int = 500,
-        distill_actor_noise: bool = False,
         **kwargs: Any,
     ) -> None:
         self.frozen_policy = frozen_policy
@@ -104,7 +103,6 @@ class DsrlNa(DsrlSac):
         self.exec_horizon = exec_horizon
         self.decode_steps = decode_steps
         self.redistill_updates = redistill_updates
-        self.distill_actor_noise = distill_actor_noise
         self.distillation_updates_due = 0
         super().__init__(policy, env, **kwargs)
 
@@ -220,16 +218,7 @@ class DsrlNa(DsrlSac):
             _append(logs, "critic_loss", critic_loss.item())
             _append(logs, "q_action", current_q[0].mean().item())
 
-            if self.distill_actor_noise:
-                # Also where the actor acts: (s', w', a') of the TD target, decoded already.
-                self._distill(
-                    torch.cat([observations, data.next_observations]),
-                    torch.cat([base_noise, next_noise]),
-                    torch.cat([distill_actions, next_chunks]),
-                    logs,
-                )
-            else:
-                self._distill(observations, base_noise, distill_actions, logs)
+            self._distill(observations, base_noise, distill_actions, logs)
 
             # Actor: mean(alpha log pi^W(w0|s) - min_i Q^W_i(s, w0)), w0 ~ pi^W(s).
             q_pi = torch.cat(self.noise_critic(observations, actions_pi), dim=1)
