@@ -633,3 +633,19 @@ def test_homing_converges_in_bounded_steps_with_the_gripper_open():
         steps += 1
         assert steps <= 20, f"not home after {steps} steps: {position}"
     assert steps >= 17  # 0.25 m along x and z at 1.5 cm per step
+
+
+def test_policy_node_refuses_an_adapter_scaled_unlike_the_training_actions(checkpoint, ros_probe):
+    """A policy's action of 1 means the step sizes it was trained with (in its checkpoint)."""
+    from rclpy.parameter import Parameter
+
+    from cfgrl_ros.nodes.policy_node import PolicyNode
+
+    with pytest.raises(ValueError, match=r"max_translation 0\.03 m .* adapter has 0\.05"):
+        PolicyNode(
+            parameter_overrides=[
+                Parameter("checkpoint", value=str(checkpoint)),
+                Parameter("device", value="cpu"),
+                Parameter("max_translation", value=0.05),
+            ]
+        )

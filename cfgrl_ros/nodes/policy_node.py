@@ -214,6 +214,17 @@ class PolicyNode(Node):
                 "use_camera:=true"
             )
         self.adapter = declare_adapter(self)
+        trained = (self.policy.config.max_translation, self.policy.config.max_rotation)
+        if not np.allclose(
+            trained, (self.adapter.config.max_translation, self.adapter.config.max_rotation)
+        ):
+            raise ValueError(
+                f"{checkpoint} was trained with actions scaled by max_translation {trained[0]} m "
+                f"and max_rotation {trained[1]} rad per step, this node's adapter has "
+                f"{self.adapter.config.max_translation} and {self.adapter.config.max_rotation}: "
+                "set those parameters to the checkpoint's (or retrain) so the arm moves as far "
+                "as the policy means"
+            )
         self.envelope = SafetyEnvelope(self._safety_config())
         self.gripper_settings = declare_gripper_settings(self, self.adapter.config, self.envelope)
         self.gripper = declare_gripper(self, self.gripper_settings)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
 from cfgrl_ros.observation import IMAGE_KEYS, STATE_DIM, state_vector
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
@@ -74,6 +75,11 @@ class PolicyConfig:
     condition_dim: int = 64
     time_embedding_dim: int = 64
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # the velocity network
+    # The arm command adapter's step sizes that normalised the training actions (an action of 1
+    # moves this far per control step). A policy means these distances: the policy node refuses
+    # an adapter with other step sizes.
+    max_translation: float = AdapterConfig.max_translation  # m
+    max_rotation: float = AdapterConfig.max_rotation  # rad
 
     def __post_init__(self) -> None:
         problems = []
