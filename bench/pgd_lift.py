@@ -175,13 +175,15 @@ def _field_rms(values: np.ndarray) -> dict[str, float]:
 
 def adapt(args: argparse.Namespace, paths: dict[str, Path], name: str, seed: int) -> dict:
     """Stage 5: one offline-to-online DSRL-NA run; its summary.json (cached)."""
-    out = args.out / f"{name}_utd{args.utd}_prefill{args.prefill}_seed{seed}"
+    out = args.out / f"{name}_seed{seed}"
     summary = out / "summary.json"
     if summary.is_file() and json.loads(summary.read_text())["episodes"] >= args.episodes:
         return json.loads(summary.read_text())
     bags = [paths["demos"]]
+    mix = []
     if name == "with_synthetic":
         bags.append(paths[f"synthetic_l{args.guidance[0]:g}"])
+        mix = ["--synthetic-ratio", str(args.synthetic_ratio)]
     cli(
         "adapt",
         "--policy",
@@ -190,8 +192,15 @@ def adapt(args: argparse.Namespace, paths: dict[str, Path], name: str, seed: int
         "dsrl_na",
         "--offline-bag",
         *map(str, bags),
+        *mix,
         "--offline-updates",
         str(args.offline_updates),
+        "--exec-horizon",
+        str(args.exec_horizon),
+        "--gamma",
+        str(args.gamma),
+        "--hidden",
+        *map(str, args.hidden),
         "--utd",
         str(args.utd),
         "--batch-size",
@@ -239,6 +248,17 @@ def main() -> None:
         "--prefill", type=int, default=100, help="base-policy decisions before DSRL-NA acts"
     )
     parser.add_argument("--batch-size", type=int, default=256, help="DSRL-NA batch size")
+    parser.add_argument("--exec-horizon", type=int, default=8, help="actions run per decision")
+    parser.add_argument(
+        "--gamma", type=float, default=0.92, help="discount per decision (0.99 per tick ** 8)"
+    )
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="MLP widths")
+    parser.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=1.0,
+        help="synthetic ticks per recorded tick in the with_synthetic runs",
+    )
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument(
         "--stop-after", choices=["data", "dynamics"], help="stop after a stage (for tuning)"

@@ -267,7 +267,7 @@ def test_synthetic_bag_reads_back_marked_synthetic(trained, tmp_path):
         np.testing.assert_array_equal(after.actions[:, 6] > 0, before.actions[:, 6] > 0)
 
 
-def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes, tmp_path):
+def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes, tmp_path, capsys):
     from cfgrl_ros.cli.main import main
     from cfgrl_ros.data.bag_reader import read_bag
     from cfgrl_ros.data.bag_writer import EpisodeBagWriter
@@ -307,3 +307,35 @@ def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes
     assert main([*command, "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "pgd.pt").stat().st_mtime_ns == modified  # loaded, not retrained
     assert main([*command, "--out", str(tmp_path / "again")]) == 1  # exists: refused
+
+    # The consumer side: pretrain on recorded + synthetic bags with a mix ratio.
+    pretrain = ["pretrain", "--bag", str(tmp_path / "demos"), "--bag", str(tmp_path / "synthetic")]
+    pretrain += ["--method", "bc", "--steps", "2", "--device", "cpu", "--synthetic-ratio"]
+    capsys.readouterr()
+    assert main([*pretrain, "0", "--out", str(tmp_path / "real_only.pt")]) == 0
+    assert "12 episodes (" in capsys.readouterr().err
+    assert main([*pretrain, "100", "--out", str(tmp_path / "mixed.pt")]) == 0
+    printed = capsys.readouterr().err
+    assert "17 episodes (" in printed and "; 5 synthetic)" in printed
+
+
+def test_synthetic_ratio_keeps_every_recorded_episode_and_a_budget_of_synthetic_ones(episodes):
+    from dataclasses import replace
+
+    from cfgrl_ros.data.episode import mix_synthetic
+
+    real = episodes[:4]
+    synthetic = [replace(episode, synthetic=True) for episode in episodes[4:40]]
+    real_ticks = sum(len(episode) for episode in real)
+    for ratio in (0.0, 0.5, 2.0):
+        mixed = mix_synthetic(real + synthetic, ratio, seed=1)
+        assert mixed[: len(real)] == real
+        ticks = sum(len(episode) for episode in mixed[len(real) :])
+        assert all(episode.synthetic for episode in mixed[len(real) :])
+        assert ticks <= ratio * real_ticks
+        assert ticks > ratio * real_ticks - max(len(episode) for episode in synthetic)
+    assert mix_synthetic(real + synthetic, None) == real + synthetic
+    with pytest.raises(ValueError, match="every episode given is synthetic"):
+        mix_synthetic(synthetic, 1.0)
+    with pytest.raises(ValueError, match="number >= 0, got -1"):
+        mix_synthetic(real, -1.0)

@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rosbag(s) whose episodes fill DSRL-NA's replay buffer first (offline-to-online)",
     )
     parser.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        metavar="R",
+        help="with --offline-bag: synthetic episodes (cfgrl-ros synthesize) up to R control "
+        "ticks per recorded tick, drawn at random; 0 ignores them (default: all of them)",
+    )
+    parser.add_argument(
         "--offline-updates",
         type=int,
         default=2000,
@@ -114,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(
             f"--eval-episodes must be >= 20 for a meaningful rate, got {args.eval_episodes}"
         )
+    if args.synthetic_ratio is not None and not args.offline_bag:
+        return _fail("--synthetic-ratio mixes the episodes of --offline-bag: give the bags too")
     if args.offline_bag and args.algo != "dsrl_na":
         return _fail(
             "--offline-bag needs --algo dsrl_na (recorded episodes hold actions, not noise)"
@@ -206,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
 def _learn_offline(agent, policy, args: argparse.Namespace) -> str | None:
     """Fill DSRL-NA's buffer from bags and train on them; an error message or None."""
     from cfgrl_ros.data.bag_reader import BagError, read_bags
+    from cfgrl_ros.data.episode import mix_synthetic
 
     image_keys = policy.config.image_keys
     size = policy.config.image_size
@@ -215,11 +225,13 @@ def _learn_offline(agent, policy, args: argparse.Namespace) -> str | None:
             image_keys=image_keys,
             image_size=(size[1], size[0]) if image_keys else None,
         )
-    except BagError as error:
+        episodes = mix_synthetic(episodes, args.synthetic_ratio, args.seed)
+    except (BagError, ValueError) as error:
         return str(error)
     added = agent.add_offline_episodes(episodes)
+    synthetic = sum(episode.synthetic for episode in episodes)
     print(
-        f"offline: {added} decisions from {len(episodes)} recorded episodes; "
+        f"offline: {added} decisions from {len(episodes)} episodes ({synthetic} synthetic); "
         f"{args.offline_updates} updates",
         file=sys.stderr,
     )

@@ -64,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted run that wrote --out"
     )
+    parser.add_argument(
+        "--synthetic-ratio",
+        type=float,
+        default=unset,
+        metavar="R",
+        help="use synthetic episodes (cfgrl-ros synthesize) up to R control ticks per recorded "
+        "tick, drawn at random; 0 ignores them (default: all of them)",
+    )
     parser.add_argument("--topics", default=unset, metavar="FILE", help="topic map file")
     parser.add_argument(
         "--topic",
@@ -169,6 +177,7 @@ def curves_path(checkpoint: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.data.bag_reader import BagError, read_bags
+    from cfgrl_ros.data.episode import mix_synthetic
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.policy.training import train_policy, training_state_path
 
@@ -191,14 +200,16 @@ def run(args: argparse.Namespace) -> int:
             image_keys=config.policy.image_keys,
             image_size=height_width[::-1] if height_width else None,  # OpenCV: (width, height)
         )
+        episodes = mix_synthetic(episodes, flags.get("synthetic_ratio"), config.seed)
     except (BagError, ValueError, FileNotFoundError) as error:
         print(f"cfgrl-ros pretrain: {error}", file=sys.stderr)
         return 1
     successes = sum(episode.success for episode in episodes)
     ticks = sum(len(episode) for episode in episodes)
+    synthetic = sum(episode.synthetic for episode in episodes)
     print(
-        f"{len(episodes)} episodes ({successes} successful, {successes / len(episodes):.0%}), "
-        f"{ticks} control ticks from {len(args.bag)} bag(s)",
+        f"{len(episodes)} episodes ({successes} successful, {successes / len(episodes):.0%}; "
+        f"{synthetic} synthetic), {ticks} control ticks from {len(args.bag)} bag(s)",
         file=sys.stderr,
     )
     labels = config.advantage if config.uses_value else "none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,3 +60,29 @@ def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.nda
     index = np.arange(length)[:, None] + np.arange(horizon)[None, :]
     mask = index < length
     return actions[np.minimum(index, length - 1)], mask
+
+
+def mix_synthetic(episodes: Sequence[Episode], ratio: float | None, seed: int = 0) -> list[Episode]:
+    """Every recorded episode, and synthetic ones up to `ratio` control ticks per recorded tick.
+
+    Synthetic episodes (policy-guided diffusion output) are drawn in a random order (`seed`) and
+    kept while they fit the budget. ratio None keeps all episodes; 0 drops synthetic data.
+    """
+    if ratio is None:
+        return list(episodes)
+    if not (np.isfinite(ratio) and ratio >= 0):
+        raise ValueError(f"the synthetic ratio must be a number >= 0, got {ratio}")
+    real = [episode for episode in episodes if not episode.synthetic]
+    synthetic = [episode for episode in episodes if episode.synthetic]
+    if not real:
+        raise ValueError(
+            "a synthetic ratio counts synthetic ticks per recorded tick, but every episode given "
+            "is synthetic: add a bag of recorded episodes or leave the ratio out"
+        )
+    budget = ratio * sum(len(episode) for episode in real)
+    kept, ticks = [], 0
+    for index in np.random.default_rng(seed).permutation(len(synthetic)):
+        if ticks + len(synthetic[index]) <= budget:
+            kept.append(index)
+            ticks += len(synthetic[index])
+    return real + [synthetic[index] for index in sorted(kept)]
