@@ -91,10 +91,15 @@ def base_successes(args: argparse.Namespace, policy_path: Path) -> list[bool]:
     cache = args.out / "base.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached["episodes"] == args.base_episodes and cached["w"] == args.w:
+        if (cached["episodes"], cached["w"], cached.get("exec_horizon")) == (
+            args.base_episodes,
+            args.w,
+            args.exec_horizon,
+        ):
             return cached["successes"]
     policy = FlowPolicy.load(policy_path, device="cpu")
-    env = make_noise_env(make_env(policy, "lift"), policy, args.w, DsrlConfig())
+    config = DsrlConfig(exec_horizon=args.exec_horizon)  # executed as the adapted runs are
+    env = make_noise_env(make_env(policy, "lift"), policy, args.w, config)
     began = time.monotonic()
     successes = [
         run_episode(env, None, seed=BASE_SEED + i).success for i in range(args.base_episodes)
@@ -105,6 +110,7 @@ def base_successes(args: argparse.Namespace, policy_path: Path) -> list[bool]:
             {
                 "episodes": args.base_episodes,
                 "w": args.w,
+                "exec_horizon": args.exec_horizon,
                 "successes": successes,
                 "seconds": round(time.monotonic() - began, 1),
             }
