@@ -82,16 +82,21 @@ def demo_bag(args: argparse.Namespace) -> Path:
     return bag
 
 
-def base_successes(args: argparse.Namespace, policy_path: Path) -> list[bool]:
-    """Success of --base-episodes episodes of the base policy (cached in OUT/base.json)."""
-    from cfgrl_ros.dsrl import DsrlConfig, make_noise_env, run_episode
+def base_successes(
+    args: argparse.Namespace, policy_path: Path, noise: str = "sampled"
+) -> list[bool]:
+    """Success of --base-episodes episodes of the frozen policy without a learner (cached in
+    OUT/base_<noise>.json). noise "sampled": the base policy, w0 ~ N(0, I); "zero": w0 = 0 at
+    every decision, a deterministic policy that needs no learning (the reference a deterministic
+    noise actor has to beat)."""
+    from cfgrl_ros.dsrl import DsrlConfig, ZeroNoise, make_noise_env, run_episode
     from cfgrl_ros.evaluation import make_env
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
-    cache = args.out / "base.json"
+    cache = args.out / f"base_{noise}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if (cached["episodes"], cached["w"], cached.get("exec_horizon")) == (
+        if (cached["episodes"], cached["w"], cached["exec_horizon"]) == (
             args.base_episodes,
             args.w,
             args.exec_horizon,
@@ -100,9 +105,10 @@ def base_successes(args: argparse.Namespace, policy_path: Path) -> list[bool]:
     policy = FlowPolicy.load(policy_path, device="cpu")
     config = DsrlConfig(exec_horizon=args.exec_horizon)  # executed as the adapted runs are
     env = make_noise_env(make_env(policy, "lift"), policy, args.w, config)
+    actor = ZeroNoise(policy.noise_shape, args.w) if noise == "zero" else None
     began = time.monotonic()
     successes = [
-        run_episode(env, None, seed=BASE_SEED + i).success for i in range(args.base_episodes)
+        run_episode(env, actor, seed=BASE_SEED + i).success for i in range(args.base_episodes)
     ]
     env.close()
     cache.write_text(
@@ -295,6 +301,8 @@ def main() -> None:
     base = base_successes(args, policy_path)
     base_rate = float(np.mean(base))
     print(f"base policy: {base_rate:.0%} success over {len(base)} episodes", flush=True)
+    zero = base_successes(args, policy_path, noise="zero")
+    print(f"zero noise: {np.mean(zero):.0%} success over {len(zero)} episodes", flush=True)
     if args.stop_after == "base":
         return
 
@@ -304,7 +312,7 @@ def main() -> None:
         for algo in args.algos
     }
     (args.out / "results.json").write_text(
-        json.dumps({"base_success": base, "runs": results}, indent=1)
+        json.dumps({"base_success": base, "zero_noise_success": zero, "runs": results}, indent=1)
     )
     plot(results, base_rate, args.out / "curves.png")
 
@@ -316,6 +324,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| base policy | - | {base_rate:.0%} | | | | - | - | ({len(base)} episodes) |")
+    print(f"| zero noise | - | {np.mean(zero):.0%} | | | | - | - | ({len(zero)} episodes) |")
     for algo, runs in results.items():
         for seed, run in zip(args.seeds, runs, strict=True):
             curve = run["success_curve"]

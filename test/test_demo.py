@@ -32,7 +32,7 @@ def test_report_and_plots_are_written(tmp_path):
         demo_success=0.4,
         eval_success={"0": 0.3, "1": 0.5, "3": 0.4},
         online=online,
-        final={"base": 0.3, "adapted": 0.7},
+        final={"base": 0.3, "zero noise": 0.45, "adapted": 0.7},
         final_weight=2.0,
         seconds={"pretrain": 90.0},
     )
@@ -41,7 +41,7 @@ def test_report_and_plots_are_written(tmp_path):
     text = report.read_text()
     assert "cfgrl-ros demo --quick --seed 3" in text
     assert "| 1 | 50% |" in text
-    assert "**30%**" in text and "**70%**" in text
+    assert "**30%**" in text and "**45%**" in text and "**70%**" in text
 
 
 def test_bench_lists_the_benchmark_scripts():

@@ -25,6 +25,7 @@ from cfgrl_ros.dsrl import (
     DsrlSac,
     NoiseAgent,
     NoiseSpace,
+    ZeroNoise,
     make_algorithm,
     make_noise_agent,
     make_noise_env,
@@ -218,7 +219,12 @@ def test_both_variants_learn_the_best_noise(trained, algo):
     agent, env = agents[algo]
     base = mean_return(env, None, deterministic=False)
     zero_noise = float(
-        np.mean([run_episode(env, _ZeroNoise(), seed=10_000 + i).total_reward for i in range(50)])
+        np.mean(
+            [
+                run_episode(env, ZeroNoise((HORIZON, 7), 1.0), seed=10_000 + i).total_reward
+                for i in range(50)
+            ]
+        )
     )
     learned = mean_return(env, agent)
     assert base < -0.5 and zero_noise < 1.0  # the task needs state-dependent noise
@@ -227,15 +233,6 @@ def test_both_variants_learn_the_best_noise(trained, algo):
     assert agent.updates == (250 - 50 + 1) * 4
     # No gradient ever reached the frozen policy.
     assert policy.gain.grad is None and policy.gain.item() == pytest.approx(0.6)
-
-
-class _ZeroNoise:
-    """An "agent" that always proposes w0 = 0 (for comparison with the learned one)."""
-
-    guidance_weight = 1.0
-
-    def noise(self, features, deterministic=False):
-        return np.zeros((HORIZON, 7), np.float32)
 
 
 def test_distillation_makes_q_noise_match_q_action(trained):

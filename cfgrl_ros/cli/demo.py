@@ -46,7 +46,8 @@ EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful de
 # between-episode training at those settings takes longer than the episodes themselves. These
 # are the settings of the DSRL benchmark (docs/benchmarks.md): 8 actions per decision (13
 # decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, ~10 base episodes
-# of prefill.
+# of prefill, and noise bounded at 0.5: this policy's chunks are best near the centre of its
+# noise distribution (w0 = 0), and sampled N(0, I) noise is what makes it fail.
 EXEC_HORIZON = 8
 CPU_AGENT = {
     "utd": 10,
@@ -54,6 +55,7 @@ CPU_AGENT = {
     "hidden_sizes": [256, 256],
     "prefill_decisions": 130,
     "gamma": 0.92,
+    "magnitude": 0.5,
 }
 
 
@@ -178,14 +180,13 @@ def run_online(
     from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
 
     log_path = out / "online.jsonl"
-    if log_path.is_file():
-        episodes = [json.loads(line) for line in log_path.read_text().splitlines()]
-        if len(episodes) >= plan.online_episodes:
-            print(f"(already done: {log_path})")
-            return episodes
-    episodes = []
+    if len(_online_log(out)) >= plan.online_episodes:
+        print(f"(already done: {log_path})")
+        return _online_log(out)
+    episodes = _online_log(out)  # an interrupted run continues its log (the agent resumes too)
+    weight = episodes[-1]["guidance_weight"] if episodes else start_weight
     config = _graph_config(out, plan, seed)
-    launch_log = (out / "graph.log").open("w")
+    launch_log = (out / "graph.log").open("a")
     launcher = subprocess.Popen(
         [
             sys.executable,
@@ -195,7 +196,7 @@ def run_online(
             "dsrl_franka",
             f"policy:={policy}",
             f"config:={config}",
-            f"guidance_weight:={start_weight}",
+            f"guidance_weight:={weight}",
         ],
         stdout=launch_log,
         stderr=subprocess.STDOUT,
@@ -203,15 +204,19 @@ def run_online(
     print(f"graph started (nodes' output in {out / 'graph.log'})", flush=True)
     rclpy.init(args=["--ros-args", "--disable-rosout-logs"])
     node = rclpy.create_node("cfgrl_ros_demo_observer")
-    weight = start_weight
     events: list[str] = []
     node.create_subscription(
         String, EPISODE_EVENT_TOPIC, lambda m: events.append(m.data), event_qos(50)
     )
-    changed = False
+    changed = weight != start_weight
     started = time.monotonic()
     try:
-        with tqdm(total=plan.online_episodes, desc="online DSRL episodes", unit="ep") as bar:
+        with tqdm(
+            total=plan.online_episodes,
+            initial=len(episodes),
+            desc="online DSRL episodes",
+            unit="ep",
+        ) as bar:
             while len(episodes) < plan.online_episodes:
                 rclpy.spin_once(node, timeout_sec=0.2)
                 if launcher.poll() is not None:
@@ -249,19 +254,30 @@ def run_online(
     return episodes
 
 
+def _online_log(out: Path) -> list[dict[str, Any]]:
+    """The episodes of the online step recorded so far (online.jsonl)."""
+    log_path = out / "online.jsonl"
+    if not log_path.is_file():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
 def evaluate_adapted(
     out: Path, policy_path: Path, episodes: int, seed: int
 ) -> tuple[dict[str, float], float]:
-    """Success of the base policy and of the adapted noise actor on the same initial states.
+    """Success of the base policy, of zero noise and of the adapted noise actor on the same
+    initial states.
 
-    Also films one episode of each (the first initial state both are tried on) to MP4.
-    Returns ({"base": rate, "adapted": rate}, guidance weight used).
+    Zero noise (w0 = 0 always) is the deterministic policy that needs no learning: the adapted
+    actor, also deterministic, has to beat it too. Films one episode of the base policy and of
+    the adapted actor (the first initial state) to MP4.
+    Returns ({"base": rate, "zero noise": rate, "adapted": rate}, guidance weight used).
     """
     import gymnasium as gym
     import imageio.v2 as imageio
     from tqdm import tqdm
 
-    from cfgrl_ros.dsrl import NoiseAgent, make_noise_env, run_episode
+    from cfgrl_ros.dsrl import NoiseAgent, ZeroNoise, make_noise_env, run_episode
     from cfgrl_ros.policy import FlowPolicy
     from cfgrl_ros.sim.env import FrankaSimEnv
 
@@ -283,11 +299,12 @@ def evaluate_adapted(
     filmed = make_noise_env(camera_env, policy, weight, agent.config)
     plain = make_noise_env(FrankaSimEnv(TASK), policy, weight, agent.config)
     rates = {}
-    for name, actor in (("base", None), ("adapted", agent)):
+    zero = ZeroNoise(policy.noise_shape, weight)
+    for name, actor in (("base", None), ("zero noise", zero), ("adapted", agent)):
         successes = 0
         for episode in tqdm(range(episodes), desc=f"evaluating {name}", unit="ep"):
             seed_i = 50_000 + seed + episode
-            if episode == 0:
+            if episode == 0 and actor is not zero:
                 camera_env.frames = []
                 successes += run_episode(filmed, actor, deterministic=True, seed=seed_i).success
                 imageio.mimsave(out / f"episode_{name}.mp4", camera_env.frames, fps=20)
@@ -387,8 +404,9 @@ agent and replay buffer checkpoints: `dsrl/`.
 
 ## 5. Adapted vs base policy
 {plan.final_episodes} episodes each on the same initial states, at w = {final_weight},
-noise actor deterministic: base policy (w0 ~ N(0, I)) **{final["base"]:.0%}**, adapted
-**{final["adapted"]:.0%}**. Videos: `episode_base.mp4`, `episode_adapted.mp4`.
+noise actor deterministic: base policy (w0 ~ N(0, I)) **{final["base"]:.0%}**, zero noise
+(w0 = 0, no learning) **{final["zero noise"]:.0%}**, adapted **{final["adapted"]:.0%}**.
+Videos: `episode_base.mp4`, `episode_adapted.mp4`.
 
 ## Time
 
@@ -412,19 +430,24 @@ def run(args: argparse.Namespace) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     _isolated_ros_environment(out)
-    seconds: dict[str, float] = {}
+    # Wall clock per step, kept across resumed runs: a reused step keeps the time it took.
+    timing = out / "timing.json"
+    seconds: dict[str, float] = json.loads(timing.read_text()) if timing.is_file() else {}
     clock = time.monotonic()
 
-    def lap(name: str) -> None:
+    def lap(name: str, ran: bool = True) -> None:
         nonlocal clock
-        seconds[name] = time.monotonic() - clock
+        if ran or name not in seconds:
+            seconds[name] = time.monotonic() - clock
+            timing.write_text(json.dumps(seconds, indent=1))
         clock = time.monotonic()
 
     try:
         _step(1, f"recording {plan.demos} noisy expert demonstrations to a rosbag")
         bag = out / "demos"
         summary = out / "demos.json"
-        if not summary.is_file():
+        ran = not summary.is_file()
+        if ran:
             text = _cfgrl_ros(
                 "collect",
                 "--task",
@@ -441,11 +464,12 @@ def run(args: argparse.Namespace) -> int:
             )
             summary.write_text(json.dumps({"output": text}))
         demo_success = _success_rate_from(json.loads(summary.read_text())["output"])
-        lap("record demonstrations")
+        lap("record demonstrations", ran)
 
         _step(2, "pretraining the CFGRL policy from the bag")
         policy = out / "policy.pt"
-        if not policy.is_file():
+        ran = not policy.is_file()
+        if ran:
             _cfgrl_ros(
                 "pretrain",
                 "--bag",
@@ -464,11 +488,12 @@ def run(args: argparse.Namespace) -> int:
                 "cpu",
                 *(["--resume"] if policy.with_suffix(".train_state.pt").exists() else []),
             )
-        lap("pretrain")
+        lap("pretrain", ran)
 
         _step(3, "evaluating the frozen policy at several guidance weights")
         evaluation = out / "eval.json"
-        if not evaluation.is_file():
+        ran = not evaluation.is_file()
+        if ran:
             weights = ",".join(str(w) for w in plan.guidance_weights)
             text = _cfgrl_ros(
                 "eval",
@@ -487,11 +512,12 @@ def run(args: argparse.Namespace) -> int:
             )
             evaluation.write_text(text.strip().splitlines()[-1])
         eval_success = json.loads(evaluation.read_text())["success"]
-        lap("evaluate guidance weights")
+        lap("evaluate guidance weights", ran)
 
         _step(4, f"online DSRL over ROS 2 for {plan.online_episodes} episodes")
+        ran = len(_online_log(out)) < plan.online_episodes
         online = run_online(out, policy, plan, args.seed, args.guidance_weight)
-        lap("online DSRL (ROS 2 graph)")
+        lap("online DSRL (ROS 2 graph)", ran)
 
         _step(5, "adapted vs base policy, and videos")
         final, final_weight = evaluate_adapted(out, policy, plan.final_episodes, args.seed)
@@ -508,7 +534,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; re-run with --out {out} to resume", file=sys.stderr)
         return 130
-    print(f"\nbase policy {final['base']:.0%} -> adapted {final['adapted']:.0%} success")
+    print(
+        f"\nbase policy {final['base']:.0%}, zero noise {final['zero noise']:.0%}, "
+        f"adapted {final['adapted']:.0%} success"
+    )
     print(f"report: {report}")
     print(f"plots and videos: {out}")
     return 0

@@ -17,7 +17,7 @@ from cfgrl_ros.dsrl.agent import (
 from cfgrl_ros.dsrl.dsrl_na import DsrlNa
 from cfgrl_ros.dsrl.dsrl_sac import DsrlSac
 from cfgrl_ros.dsrl.noise_space import NoiseSpace, NoiseSpaceEnv
-from cfgrl_ros.dsrl.rollout import EpisodeResult, run_episode
+from cfgrl_ros.dsrl.rollout import EpisodeResult, ZeroNoise, run_episode
 
 __all__ = [
     "DsrlConfig",
@@ -27,6 +27,7 @@ __all__ = [
     "NoiseAgent",
     "NoiseSpace",
     "NoiseSpaceEnv",
+    "ZeroNoise",
     "make_algorithm",
     "make_noise_agent",
     "make_noise_env",

@@ -25,9 +25,24 @@ class EpisodeResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class ZeroNoise:
+    """In place of a noise agent: w0 = 0 at every decision, the centre of the noise distribution.
+
+    A deterministic policy that needs no learning; a deterministic noise actor should beat it,
+    not only the base policy (sampled noise), to show that it learned something.
+    """
+
+    def __init__(self, noise_shape: tuple[int, int], guidance_weight: float) -> None:
+        self.noise_shape = tuple(noise_shape)
+        self.guidance_weight = float(guidance_weight)
+
+    def noise(self, features: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return np.zeros(self.noise_shape, dtype=np.float32)
+
+
 def run_episode(
     env: NoiseSpaceEnv,
-    agent: NoiseAgent | None,
+    agent: NoiseAgent | ZeroNoise | None,
     *,
     learn: bool = False,
     deterministic: bool = False,
@@ -35,11 +50,12 @@ def run_episode(
 ) -> EpisodeResult:
     """One episode from env.reset(seed=seed).
 
-    agent None: the base policy (w0 ~ N(0, I) from the env's generator). learn: every decision
+    agent None: the base policy (w0 ~ N(0, I) from the env's generator). learn (a NoiseAgent
+    only): every decision
     is added to the agent and, once its prefill is done, followed by `config.utd` updates.
     """
-    if learn and agent is None:
-        raise ValueError("learn=True needs an agent")
+    if learn and not isinstance(agent, NoiseAgent):
+        raise ValueError("learn=True needs a NoiseAgent")
     if agent is not None and agent.guidance_weight != env.guidance_weight:
         raise ValueError(
             f"the agent decodes at w={agent.guidance_weight} but the env at "
