@@ -45,15 +45,14 @@ EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful de
 # config/dsrl_franka.yaml sizes the noise actor for a GPU workstation; on a CPU-only laptop
 # between-episode training at those settings takes longer than the episodes themselves. These
 # are the settings of the DSRL benchmark (docs/benchmarks.md): 8 actions per decision (13
-# decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, ~10 base episodes
-# of prefill, and noise bounded at 0.5: this policy's chunks are best near the centre of its
+# decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, and noise bounded
+# at 0.5 (its second table): this policy's chunks are best near the centre of its
 # noise distribution (w0 = 0), and sampled N(0, I) noise is what makes it fail.
 EXEC_HORIZON = 8
 CPU_AGENT = {
     "utd": 10,
     "batch_size": 128,
     "hidden_sizes": [256, 256],
-    "prefill_decisions": 130,
     "gamma": 0.92,
     "magnitude": 0.5,
 }
@@ -69,6 +68,7 @@ class DemoPlan:
     eval_episodes: int
     guidance_weights: tuple[float, ...]
     online_episodes: int
+    prefill_decisions: int  # bounded random noise before the learner acts (~10 / ~3 episodes)
     final_episodes: int
 
 
@@ -79,6 +79,7 @@ FULL = DemoPlan(
     eval_episodes=30,
     guidance_weights=(0.0, 1.0, 2.0, 3.0),
     online_episodes=80,
+    prefill_decisions=130,
     final_episodes=30,
 )
 QUICK = DemoPlan(
@@ -88,6 +89,7 @@ QUICK = DemoPlan(
     eval_episodes=10,
     guidance_weights=(0.0, 1.0, 3.0),
     online_episodes=16,
+    prefill_decisions=40,
     final_episodes=10,
 )
 
@@ -153,7 +155,7 @@ def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
     parameters = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
     actor = parameters["/**/noise_actor_node"]["ros__parameters"]
     actor["run_dir"] = str(out / "dsrl")
-    actor["agent"].update(CPU_AGENT, seed=seed)
+    actor["agent"].update(CPU_AGENT, prefill_decisions=plan.prefill_decisions, seed=seed)
     parameters["/**"]["ros__parameters"]["exec_horizon"] = EXEC_HORIZON
     parameters["/**/reward_reset_node"]["ros__parameters"]["max_decisions"] = math.ceil(
         TASKS[TASK].horizon / EXEC_HORIZON
