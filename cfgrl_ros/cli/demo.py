@@ -182,10 +182,10 @@ def run_online(
     from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
 
     log_path = out / "online.jsonl"
-    if len(_online_log(out)) >= plan.online_episodes:
-        print(f"(already done: {log_path})")
-        return _online_log(out)
     episodes = _online_log(out)  # an interrupted run continues its log (the agent resumes too)
+    if len(episodes) >= plan.online_episodes:
+        print(f"(already done: {log_path})")
+        return episodes
     weight = episodes[-1]["guidance_weight"] if episodes else start_weight
     config = _graph_config(out, plan, seed)
     launch_log = (out / "graph.log").open("a")
