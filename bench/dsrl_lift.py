@@ -10,9 +10,6 @@
 3. `cfgrl-ros adapt` runs once per algorithm and seed (OUT/<algo>_seed<s>, resumable; --jobs
    at a time), each in its own process with one torch thread; its summary gives the success of
    every training episode, the final deterministic evaluation and the training wall-clock time.
-   With `--algos ... dsrl_na_offline`, DSRL-NA also runs offline-to-online: its replay buffer
-   starts with the policy's own demonstrations (written as a rosbag, OUT/demos), it trains on
-   them before its first decision and needs no prefill.
 Prints a markdown table and writes OUT/results.json and OUT/curves.png (rolling means).
 """
 
@@ -33,24 +30,18 @@ ROLLING_WINDOW = 10
 BASE_SEED = 500_000  # base-policy episodes reset from seeds no adapt run uses
 
 
-def collect_demos(args: argparse.Namespace) -> list:
-    """--demos noisy-expert Lift episodes (reset seeds 0, 1, ...; the same on every call)."""
+def train_weak_policy(args: argparse.Namespace, path: Path) -> None:
+    """Noisy-expert demonstrations -> a flow policy (the frozen policy DSRL will steer)."""
+    from cfgrl_ros.policy.training import TrainConfig, train_policy
     from cfgrl_ros.sim.env import FrankaSimEnv
     from cfgrl_ros.sim.expert import ScriptedExpert
     from cfgrl_ros.sim.rollout import expert_episodes
 
     env = FrankaSimEnv("lift")
     try:
-        return list(expert_episodes(env, ScriptedExpert("lift", args.noise, seed=0), args.demos))
+        demos = list(expert_episodes(env, ScriptedExpert("lift", args.noise, seed=0), args.demos))
     finally:
         env.close()
-
-
-def train_weak_policy(args: argparse.Namespace, path: Path) -> None:
-    """Noisy-expert demonstrations -> a flow policy (the frozen policy DSRL will steer)."""
-    from cfgrl_ros.policy.training import TrainConfig, train_policy
-
-    demos = collect_demos(args)
     print(
         f"{len(demos)} demos, {sum(d.success for d in demos)} successful; training "
         f"{args.method} for {args.policy_steps} steps",
@@ -65,21 +56,6 @@ def train_weak_policy(args: argparse.Namespace, path: Path) -> None:
         seed=0,
     )
     train_policy(demos, config, checkpoint_path=path)
-
-
-def demo_bag(args: argparse.Namespace) -> Path:
-    """The policy's demonstrations as a rosbag (OUT/demos), for offline-to-online DSRL-NA."""
-    from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
-    from cfgrl_ros.data.bag_writer import EpisodeBagWriter
-    from cfgrl_ros.sim.env import task_adapter_config
-
-    bag = args.out / "demos"
-    if not bag.exists():
-        adapter = ArmCommandAdapter(task_adapter_config("lift"))
-        with EpisodeBagWriter(bag, adapter=adapter) as writer:
-            for episode in collect_demos(args):
-                writer.write(episode)
-    return bag
 
 
 def base_successes(
@@ -125,15 +101,9 @@ def base_successes(
     return successes
 
 
-def adapt_command(args: argparse.Namespace, policy_path: Path, run: str, seed: int) -> list[str]:
-    """The `cfgrl-ros adapt` command of one run and seed (output in OUT/<run>_seed<s>).
-
-    Runs: dsrl_na, dsrl_sac, and dsrl_na_offline (DSRL-NA whose replay buffer starts with the
-    policy's own demonstrations, trained on them first, no base-policy prefill).
-    """
-    out = args.out / f"{run}_seed{seed}"
-    algo = "dsrl_na" if run == "dsrl_na_offline" else run
-    prefill = 0 if run == "dsrl_na_offline" else args.prefill
+def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: int) -> list[str]:
+    """The `cfgrl-ros adapt` command of one algorithm and seed (output in OUT/<algo>_seed<s>)."""
+    out = args.out / f"{algo}_seed{seed}"
     command = [
         sys.executable,
         "-m",
@@ -160,7 +130,7 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, run: str, seed: i
         "--hidden",
         *map(str, args.hidden),
         "--prefill",
-        str(prefill),
+        str(args.prefill),
         "--magnitude",
         str(args.magnitude),
         "--noise-mode",
@@ -172,8 +142,6 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, run: str, seed: i
         "--no-progress",
         "--json",
     ]
-    if run == "dsrl_na_offline":
-        command += ["--offline-bag", str(demo_bag(args))]
     return command
 
 
@@ -236,7 +204,7 @@ def plot(results: dict, base_rate: float, path: Path) -> None:
     from matplotlib import pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    colours = {"dsrl_na": "tab:blue", "dsrl_sac": "tab:orange", "dsrl_na_offline": "tab:green"}
+    colours = {"dsrl_na": "tab:blue", "dsrl_sac": "tab:orange"}
     for algo, runs in results.items():
         for index, run in enumerate(runs):
             curve = run["success_curve"]
@@ -266,10 +234,7 @@ def main() -> None:
     parser.add_argument("--w", type=float, default=1.0, help="guidance weight (cfgrl policies)")
     parser.add_argument("--base-episodes", type=int, default=100)
     parser.add_argument(
-        "--algos",
-        nargs="+",
-        default=["dsrl_na", "dsrl_sac"],
-        choices=["dsrl_na", "dsrl_sac", "dsrl_na_offline"],
+        "--algos", nargs="+", default=["dsrl_na", "dsrl_sac"], choices=["dsrl_na", "dsrl_sac"]
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--episodes", type=int, default=100)

@@ -44,9 +44,9 @@ TASK = "lift"
 EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful demonstrations
 # config/dsrl_franka.yaml sizes the noise actor for a GPU workstation; on a CPU-only laptop
 # between-episode training at those settings takes longer than the episodes themselves. These
-# are the settings of the DSRL benchmark (docs/benchmarks.md): 8 actions per decision (13
-# decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, and noise bounded
-# at 0.5 (its second table): this policy's chunks are best near the centre of its
+# are the DSRL benchmark's settings (docs/benchmarks.md) with half its batch: 8 actions per
+# decision (13 decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, and
+# noise bounded at 0.5 (its second table): this policy's chunks are best near the centre of its
 # noise distribution (w0 = 0), and sampled N(0, I) noise is what makes it fail.
 EXEC_HORIZON = 8
 CPU_AGENT = {

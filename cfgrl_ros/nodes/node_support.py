@@ -80,6 +80,17 @@ def _refused_value(node: Node, name: str, default: Any) -> Any:
     return node.declare_parameter(name, default, unchecked).value
 
 
+def declare_statistics_window(node: Node) -> int:
+    """The ``statistics_window`` parameter: episodes in the node's recent success rate."""
+    return declare(
+        node,
+        "statistics_window",
+        10,
+        "episodes in the recent success rate",
+        integer_range=(1, 100_000),
+    )
+
+
 def require_positive(values: dict[str, float]) -> None:
     """Raise ValueError naming the first parameter that is not a finite number > 0."""
     for name, value in values.items():

@@ -53,7 +53,12 @@ from cfgrl_ros.nodes.decision_messages import (
     record_qos,
     stamp_to_ns,
 )
-from cfgrl_ros.nodes.node_support import declare, require_positive, run_node
+from cfgrl_ros.nodes.node_support import (
+    declare,
+    declare_statistics_window,
+    require_positive,
+    run_node,
+)
 from cfgrl_ros.policy import FlowPolicy
 
 SCHEDULES = ("between_episodes", "learner_thread")
@@ -131,13 +136,7 @@ class NoiseActorNode(Node):
             "decision records kept for a restarted noise actor",
             integer_range=(1, 1_000_000),
         )
-        window = declare(
-            self,
-            "statistics_window",
-            10,
-            "episodes in the recent success rate",
-            integer_range=(1, 100_000),
-        )
+        window = declare_statistics_window(self)
         self.train_enabled = declare(
             self, "train", True, "false: store transitions but make no updates", read_only=False
         )

@@ -48,7 +48,13 @@ from cfgrl_ros.nodes.decision_messages import (
     exchange_qos,
     is_episode_end,
 )
-from cfgrl_ros.nodes.node_support import declare, now_seconds, require_positive, run_node
+from cfgrl_ros.nodes.node_support import (
+    declare,
+    declare_statistics_window,
+    now_seconds,
+    require_positive,
+    run_node,
+)
 
 RESET_MODES = ("sim", "real")
 SUCCESS_REWARD = 1.0  # sparse success: 1 at success, 0 otherwise
@@ -104,13 +110,7 @@ class RewardResetNode(Node):
         self.service_timeout = declare(
             self, "service_timeout", 30.0, "seconds to wait for the simulator's reset answer"
         )
-        window = declare(
-            self,
-            "statistics_window",
-            10,
-            "episodes in the recent success rate",
-            integer_range=(1, 100_000),
-        )
+        window = declare_statistics_window(self)
         control_rate = declare(self, "control_rate", 20.0, "checks per second (Hz)")
         require_positive(
             {
