@@ -137,6 +137,8 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: 
         args.noise_mode,
         "--exec-horizon",
         str(args.exec_horizon),
+        "--noise-prior-weight",
+        str(args.noise_prior_weight),
         "--eval-episodes",
         str(args.eval_episodes),
         "--no-progress",
@@ -248,6 +250,9 @@ def main() -> None:
     parser.add_argument("--magnitude", type=float, default=1.5)
     parser.add_argument("--noise-mode", default="full", choices=["full", "shared"])
     parser.add_argument("--exec-horizon", type=int, default=8)
+    parser.add_argument(
+        "--noise-prior-weight", type=float, default=0.1, help="DSRL-NA's noise prior b (0: off)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="adapt runs at the same time")
     parser.add_argument(
         "--stop-after", choices=["policy", "base"], help="stop after a stage (for tuning)"

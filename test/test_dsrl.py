@@ -203,6 +203,8 @@ def test_config_rejects_bad_settings():
         DsrlConfig(algo="ppo")
     with pytest.raises(ValueError, match="magnitude"):
         DsrlConfig(magnitude=0.0)
+    with pytest.raises(ValueError, match="noise_prior_weight must be >= 0"):
+        DsrlConfig(noise_prior_weight=-0.1)
     with pytest.raises(ValueError, match="exec_horizon"):
         make_noise_agent(ToyPolicy(), 1.0, toy_config(exec_horizon=3))
     assert DsrlConfig.from_dict(toy_config().to_dict()) == toy_config()
@@ -257,6 +259,41 @@ def test_distillation_makes_q_noise_match_q_action(trained):
     assert abs(correlation(q_undistilled, q_action)) < 0.3
     error = float((q_noise - q_action).abs().mean())
     assert error < 0.5 * float(q_action.std()), f"|Q^W - Q^A| = {error:.3f}"
+
+
+def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is_flat():
+    """Every chunk ends the episode with the same reward, so Q^W prefers no noise over another.
+    The prior b log N(w0; 0, I) then moves the deterministic actor to w0 = 0; without it the
+    actor stays about where its initialisation put it."""
+    torch.set_num_threads(1)
+    policy = ToyPolicy()
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-0.5, 0.5, (100, 3)).astype(np.float32)
+
+    def actor_noise_norm(agent: NoiseAgent) -> float:
+        return float(
+            np.mean([np.linalg.norm(agent.noise(state, deterministic=True)) for state in states])
+        )
+
+    norms = {}
+    for weight in (0.0, 1.0):
+        config = toy_config(
+            algo="dsrl_na",
+            prefill_decisions=0,
+            initial_entropy_coef=0.01,  # the entropy term also pulls towards the centre a little
+            noise_prior_weight=weight,
+        )
+        agent = make_noise_agent(policy, 1.0, config)
+        for state in states:
+            noise = rng.standard_normal(policy.noise_shape).astype(np.float32)
+            chunk = policy.decode(state[None], noise[None], 1.0)[0].detach().numpy()
+            agent.add_transition(state, noise, chunk, 0.0, state, terminated=True)
+        initial = actor_noise_norm(agent)
+        agent.train(300)
+        norms[weight] = (initial, actor_noise_norm(agent))
+    (initial_free, free), (initial_held, held) = norms[0.0], norms[1.0]
+    assert held < 0.2 * initial_held, norms
+    assert free > 0.5 * initial_free, norms
 
 
 def test_changing_w_redistills_before_the_actor_trains_again():

@@ -81,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exec-horizon", type=int, default=defaults.exec_horizon, help="actions run per decision"
     )
+    parser.add_argument(
+        "--noise-prior-weight",
+        type=float,
+        default=defaults.noise_prior_weight,
+        help="DSRL-NA: weight b of the prior log N(w0; 0, I) in the actor's objective; it keeps "
+        "the noise near the frozen policy's most likely noise until the critic finds better "
+        "(0: DSRL-NA as published; DSRL-SAC is stock SAC and has no prior)",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
         "--hidden", type=int, nargs="+", default=list(defaults.hidden_sizes), help="MLP widths"
@@ -104,6 +112,7 @@ def _config(args: argparse.Namespace):
         magnitude=args.magnitude,
         noise_mode=args.noise_mode,
         exec_horizon=args.exec_horizon,
+        noise_prior_weight=args.noise_prior_weight,
         batch_size=args.batch_size,
         hidden_sizes=tuple(args.hidden),
     )

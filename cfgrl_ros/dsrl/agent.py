@@ -68,6 +68,12 @@ class DsrlConfig:
     # -1 makes it "-1 per decision until success": then SAC's entropy bonus can never make
     # staying in an episode worth more than ending it with a success.
     reward_offset: float = -1.0
+    # DSRL-NA: weight b of the base noise's log-density in the actor's objective (it maximises
+    # Q^W + b log N(w0; 0, I) - alpha log pi^W). In 56 dimensions N(0, I) noise never comes
+    # near the centre, so the critics know nothing there and their errors pull the actor
+    # around; b keeps it at the noise the frozen policy finds most likely (w0 = 0) until the
+    # critic shows something better. 0: DSRL-NA as published.
+    noise_prior_weight: float = 0.1
     buffer_size: int = 200_000  # decisions kept
     redistill_updates: int = 500  # DSRL-NA: Q^W-only updates after a guidance weight change
     # Euler steps of every decode (the env's and DSRL-NA's: one decoder); None: the policy's.
@@ -89,6 +95,8 @@ class DsrlConfig:
             problems.append(f"tau must be in (0, 1], got {self.tau}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.noise_prior_weight >= 0:
+            problems.append(f"noise_prior_weight must be >= 0, got {self.noise_prior_weight}")
         if not self.initial_entropy_coef > 0:
             problems.append(f"initial_entropy_coef must be > 0, got {self.initial_entropy_coef}")
         for name in ("exec_horizon", "batch_size", "buffer_size", "n_critics"):
@@ -186,6 +194,7 @@ def make_algorithm(
             exec_horizon=config.exec_horizon,
             decode_steps=config.decode_steps,
             redistill_updates=config.redistill_updates,
+            noise_prior_weight=config.noise_prior_weight,
         )
     algorithm = ALGORITHMS[config.algo]
     if env is None:

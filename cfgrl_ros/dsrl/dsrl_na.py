@@ -12,8 +12,12 @@ happens next), pi^W the noise actor.
 2. Q^W(s, w0), twin critics, distilled from Q^A on base noise:
        w0 ~ N(0, I),  a = pi_dp(s, w0),  loss = sum_i (Q^W_i(s, w0) - Q^A_i(s, a))^2
    Many w0 decode to the same a ("aliasing"); each of them gets that value at once.
-3. The actor maximises min_i Q^W_i(s, w0) - alpha log pi^W(w0|s), w0 ~ pi^W(s) (SAC's actor
-   loss on Q^W), with the entropy coefficient alpha tuned as in SAC.
+3. The actor maximises min_i Q^W_i(s, w0) + b log N(w0; 0, I) - alpha log pi^W(w0|s),
+   w0 ~ pi^W(s) (SAC's actor loss on Q^W), with the entropy coefficient alpha tuned as in SAC.
+   b = noise_prior_weight (0: as published) is a prior on the noise: N(0, I) noise in many
+   dimensions lies on a shell far from the centre, so neither critic has seen what the centre
+   decodes to, and without b their errors there move the actor wherever they point. With b the
+   actor leaves the base noise's mode (w0 = 0) only as far as Q^W pays for it.
 
 pi_dp is only ever called inside torch.no_grad: no gradient goes through the frozen policy.
 
@@ -81,7 +85,8 @@ class DsrlNa(DsrlSac):
     Extra parameters: frozen_policy (decodes noise into chunks; not saved with the agent, pass
     it again to `load`), guidance_weight, exec_horizon (executed actions per decision: Q^A's
     input is exec_horizon x action_dim), decode_steps (Euler steps, None: the policy's
-    default), redistill_updates (Q^W-only updates after a guidance weight change).
+    default), redistill_updates (Q^W-only updates after a guidance weight change),
+    noise_prior_weight (b of the actor's objective).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": NoiseAliasedPolicy}
@@ -96,6 +101,7 @@ class DsrlNa(DsrlSac):
         exec_horizon: int = 4,
         decode_steps: int | None = None,
         redistill_updates: int = 500,
+        noise_prior_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         self.frozen_policy = frozen_policy
@@ -103,6 +109,7 @@ class DsrlNa(DsrlSac):
         self.exec_horizon = exec_horizon
         self.decode_steps = decode_steps
         self.redistill_updates = redistill_updates
+        self.noise_prior_weight = noise_prior_weight
         self.distillation_updates_due = 0
         super().__init__(policy, env, **kwargs)
 
@@ -220,13 +227,21 @@ class DsrlNa(DsrlSac):
 
             self._distill(observations, base_noise, distill_actions, logs)
 
-            # Actor: mean(alpha log pi^W(w0|s) - min_i Q^W_i(s, w0)), w0 ~ pi^W(s).
+            # Actor: mean(alpha log pi^W(w0|s) - min_i Q^W_i(s, w0) - b log N(w0; 0, I)),
+            # w0 ~ pi^W(s), where -log N(w0; 0, I) = |w0|^2 / 2 + const.
             q_pi = torch.cat(self.noise_critic(observations, actions_pi), dim=1)
-            actor_loss = (ent_coef * log_prob - q_pi.min(dim=1, keepdim=True).values).mean()
+            noise_pi = self.noise_space.noise_from_action_tensor(actions_pi).flatten(1)
+            prior_cost = 0.5 * noise_pi.pow(2).sum(dim=1, keepdim=True)
+            actor_loss = (
+                ent_coef * log_prob
+                - q_pi.min(dim=1, keepdim=True).values
+                + self.noise_prior_weight * prior_cost
+            ).mean()
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
             self.actor.optimizer.step()
             _append(logs, "actor_loss", actor_loss.item())
+            _append(logs, "actor_noise_norm", noise_pi.norm(dim=1).mean().item())
 
             polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
 

@@ -82,6 +82,8 @@ AGENT_PARAMETERS: dict[str, str] = {
     "n_critics": "critics in the ensemble (min over them is the target)",
     "target_entropy": "SAC's target entropy",
     "initial_entropy_coef": "SAC's entropy coefficient alpha at the start",
+    "noise_prior_weight": "DSRL-NA: weight of the prior log N(w0; 0, I) in the actor's "
+    "objective; keeps the noise near the frozen policy's most likely noise (0: off)",
     "buffer_size": "decisions kept in the replay buffer",
     "redistill_updates": "DSRL-NA: Q^W-only updates after a guidance weight change",
     "decode_steps": "DSRL-NA: Euler steps when decoding (0: the policy's)",
