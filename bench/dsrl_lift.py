@@ -199,7 +199,7 @@ def first_episode_at(curve: list[int], level: float = 0.9) -> int | None:
     return None
 
 
-def plot(results: dict, base_rate: float, path: Path) -> None:
+def plot(results: dict, base_rate: float, zero_rate: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +215,7 @@ def plot(results: dict, base_rate: float, path: Path) -> None:
                 np.arange(1, len(curve) + 1), rolling(curve), color=colours[algo], label=label
             )
     axis.axhline(base_rate, color="k", linestyle="--", label="base policy")
+    axis.axhline(zero_rate, color="gray", linestyle=":", label="zero noise (no learning)")
     axis.set_xlabel("online episode")
     axis.set_ylabel(f"success (rolling mean of {ROLLING_WINDOW})")
     axis.set_ylim(-0.05, 1.05)
@@ -284,7 +285,7 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({"base_success": base, "zero_noise_success": zero, "runs": results}, indent=1)
     )
-    plot(results, base_rate, args.out / "curves.png")
+    plot(results, base_rate, float(np.mean(zero)), args.out / "curves.png")
 
     quarter = args.episodes // 4
     print(

@@ -201,6 +201,8 @@ def adapt(args: argparse.Namespace, paths: dict[str, Path], name: str, seed: int
         str(args.gamma),
         "--hidden",
         *map(str, args.hidden),
+        "--noise-prior-weight",
+        str(args.noise_prior_weight),
         "--utd",
         str(args.utd),
         "--batch-size",
@@ -253,6 +255,9 @@ def main() -> None:
         "--gamma", type=float, default=0.92, help="discount per decision (0.99 per tick ** 8)"
     )
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="MLP widths")
+    parser.add_argument(
+        "--noise-prior-weight", type=float, default=0.1, help="DSRL-NA's noise prior b (0: off)"
+    )
     parser.add_argument(
         "--synthetic-ratio",
         type=float,

@@ -45,16 +45,14 @@ EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful de
 # config/dsrl_franka.yaml sizes the noise actor for a GPU workstation; on a CPU-only laptop
 # between-episode training at those settings takes longer than the episodes themselves. These
 # are the DSRL benchmark's settings (docs/benchmarks.md) with half its batch: 8 actions per
-# decision (13 decisions per Lift episode), a per-decision discount of 0.99 per tick ** 8, and
-# noise bounded at 0.5 (its second table): this policy's chunks are best near the centre of its
-# noise distribution (w0 = 0), and sampled N(0, I) noise is what makes it fail.
+# decision (13 decisions per Lift episode) and a per-decision discount of 0.99 per tick ** 8.
+# The noise bound (1.5) and DSRL-NA's noise prior are the agent's defaults.
 EXEC_HORIZON = 8
 CPU_AGENT = {
     "utd": 10,
     "batch_size": 128,
     "hidden_sizes": [256, 256],
     "gamma": 0.92,
-    "magnitude": 0.5,
 }
 
 
