@@ -137,13 +137,13 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: 
         args.noise_mode,
         "--exec-horizon",
         str(args.exec_horizon),
-        "--noise-prior-weight",
-        str(args.noise_prior_weight),
         "--eval-episodes",
         str(args.eval_episodes),
         "--no-progress",
         "--json",
     ]
+    if algo == "dsrl_na":  # DSRL-SAC is stock SAC: no prior
+        command += ["--noise-prior-weight", str(args.noise_prior_weight)]
     return command
 
 

@@ -261,7 +261,8 @@ def test_distillation_makes_q_noise_match_q_action(trained):
     assert error < 0.5 * float(q_action.std()), f"|Q^W - Q^A| = {error:.3f}"
 
 
-def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is_flat():
+@pytest.mark.parametrize("noise_mode", ["full", "shared"])
+def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is_flat(noise_mode):
     """Every chunk ends the episode with the same reward, so Q^W prefers no noise over another.
     The prior b log N(w0; 0, I) then moves the deterministic actor to w0 = 0; without it the
     actor stays about where its initialisation put it."""
@@ -279,6 +280,7 @@ def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is
     for weight in (0.0, 1.0):
         config = toy_config(
             algo="dsrl_na",
+            noise_mode=noise_mode,
             prefill_decisions=0,
             initial_entropy_coef=0.01,  # the entropy term also pulls towards the centre a little
             noise_prior_weight=weight,
@@ -512,6 +514,15 @@ def test_save_load_round_trip_resumes_identically(tmp_path, algo):
         "checkpoint": "checkpoint-000002"
     }
     assert NoiseAgent.load(tmp_path / "agent", policy).updates == agent.updates
+
+    # A checkpoint from before the noise prior existed trained without it, and resumes so.
+    state_path = tmp_path / "agent" / "checkpoint-000002" / "agent.json"
+    state = json.loads(state_path.read_text())
+    del state["config"]["noise_prior_weight"]
+    state_path.write_text(json.dumps(state))
+    older = NoiseAgent.load(tmp_path / "agent", policy)
+    assert older.config.noise_prior_weight == 0.0
+    assert getattr(older.model, "noise_prior_weight", 0.0) == 0.0
 
 
 def test_load_names_what_is_wrong(tmp_path):

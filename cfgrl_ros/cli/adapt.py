@@ -86,8 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.noise_prior_weight,
         help="DSRL-NA: weight b of the prior log N(w0; 0, I) in the actor's objective; it keeps "
-        "the noise near the frozen policy's most likely noise until the critic finds better "
-        "(0: DSRL-NA as published; DSRL-SAC is stock SAC and has no prior)",
+        "the noise near the frozen policy's most likely noise until the critic finds better. "
+        "In units of the reward per decision (0: DSRL-NA as published; DSRL-SAC is stock SAC "
+        "and has no prior)",
     )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(

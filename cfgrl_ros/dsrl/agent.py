@@ -72,7 +72,8 @@ class DsrlConfig:
     # Q^W + b log N(w0; 0, I) - alpha log pi^W). In 56 dimensions N(0, I) noise never comes
     # near the centre, so the critics know nothing there and their errors pull the actor
     # around; b keeps it at the noise the frozen policy finds most likely (w0 = 0) until the
-    # critic shows something better. 0: DSRL-NA as published.
+    # critic shows something better. In units of Q: it weighs against reward_offset and gamma.
+    # 0: DSRL-NA as published.
     noise_prior_weight: float = 0.1
     buffer_size: int = 200_000  # decisions kept
     redistill_updates: int = 500  # DSRL-NA: Q^W-only updates after a guidance weight change
@@ -495,7 +496,9 @@ class NoiseAgent:
                 f"{folder} has format version {state.get('format_version')}, this build reads "
                 f"{CHECKPOINT_VERSION}"
             )
-        config = DsrlConfig.from_dict(state["config"])
+        saved = dict(state["config"])
+        saved.setdefault("noise_prior_weight", 0.0)  # checkpoints from before the prior
+        config = DsrlConfig.from_dict(saved)
         if device is not None:
             config = dataclasses.replace(config, device=device)
         if tuple(state["noise_shape"]) != tuple(policy.noise_shape) or state["feature_dim"] != int(
@@ -507,7 +510,9 @@ class NoiseAgent:
                 f"has {tuple(policy.noise_shape)} and {policy.feature_dim}"
             )
         algorithm = ALGORITHMS[config.algo]
-        extra = {"frozen_policy": policy} if config.algo == "dsrl_na" else {}
+        extra: dict[str, Any] = {}
+        if config.algo == "dsrl_na":
+            extra = {"frozen_policy": policy, "noise_prior_weight": config.noise_prior_weight}
         model = algorithm.load(folder / "model.zip", device=resolve_device(config.device), **extra)
         model.load_replay_buffer(folder / "replay_buffer.pkl")
         model.set_logger(Logger(folder=None, output_formats=[]))

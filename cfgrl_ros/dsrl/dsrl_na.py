@@ -230,7 +230,9 @@ class DsrlNa(DsrlSac):
             # Actor: mean(alpha log pi^W(w0|s) - min_i Q^W_i(s, w0) - b log N(w0; 0, I)),
             # w0 ~ pi^W(s), where -log N(w0; 0, I) = |w0|^2 / 2 + const.
             q_pi = torch.cat(self.noise_critic(observations, actions_pi), dim=1)
-            noise_pi = self.noise_space.noise_from_action_tensor(actions_pi).flatten(1)
+            # The agent's own coordinates: the whole noise (full), or the one shared vector
+            # whose base distribution is N(0, I) (shared: not its H repeats).
+            noise_pi = self.noise_space.magnitude * actions_pi
             prior_cost = 0.5 * noise_pi.pow(2).sum(dim=1, keepdim=True)
             actor_loss = (
                 ent_coef * log_prob
