@@ -453,7 +453,7 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         parameters={
             "reset": "real",
             "home_position": home,
-            "stop_timeout": 0.5,
+            "stop_timeout": 5.0,  # the policy node ends its episode first: homing is refused before
             "use_success_topic": False,
         },
         wait=STARTUP,
@@ -477,9 +477,6 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
 
     def publishers(topic: str) -> list[str]:
         return sorted(info.node_name for info in ros_probe.get_publishers_info_by_topic(topic))
-
-    def at_home() -> bool:
-        return bool(np.linalg.norm(arm.position - home) <= 0.01)
 
     try:
         for topic in ("/target_pose", "/gripper_command"):
@@ -505,10 +502,18 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         assert call("/reward_reset_node/mark_success").success
         recorder.spin_until(lambda: "success" in recorder.events, 10, "the success event")
         assert recorder.rewards == [1.0]
-        recorder.spin_until(
-            lambda: call("/reward_reset_node/ready").success, 30, "homing, then waiting for ready"
-        )
-        assert at_home()
+        since_success = len(arm.published)
+        answers = []
+
+        def ready() -> bool:
+            answers.append(call("/reward_reset_node/ready"))
+            return answers[-1].success
+
+        recorder.spin_until(ready, 30, "homing, then waiting for ready")
+        # Homed before the operator's ready (else the answer says "after homing"); the arm
+        # leaves home as soon as the episode starts, so its pose is checked in what it published.
+        assert answers[-1].message == "episode 2 starts"
+        assert any(np.linalg.norm(p - home) <= 0.01 for p in arm.published[since_success:])
         recorder.spin_until(lambda: recorder.events.count("start") == 2, 10, "the second start")
 
         decisions = len(recorder.decisions)
