@@ -453,7 +453,8 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         parameters={
             "reset": "real",
             "home_position": home,
-            "stop_timeout": 5.0,  # the policy node ends its episode first: homing is refused before
+            "stop_timeout": 5.0,  # wait for the policy node's episode end: it refuses homing
+            # while an episode runs
             "use_success_topic": False,
         },
         wait=STARTUP,

@@ -166,12 +166,19 @@ def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
 
 
 def run_online(
-    out: Path, policy: Path, plan: DemoPlan, seed: int, start_weight: float
+    out: Path,
+    policy: Path,
+    plan: DemoPlan,
+    seed: int,
+    start_weight: float,
+    episodes: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Run the ROS 2 graph until `plan.online_episodes` episodes ended; per-episode results.
 
-    The demo watches `episode_event` like any other node would, and changes the policy node's
-    guidance_weight halfway with `cfgrl-ros param set`.
+    `episodes`: those an interrupted run logged already (`_online_log`); the log continues
+    from them, and the agent resumes from its checkpoint. The demo watches `episode_event` like
+    any other node would, and changes the policy node's guidance_weight halfway with
+    `cfgrl-ros param set`.
     """
     import rclpy
     from std_msgs.msg import String
@@ -180,7 +187,7 @@ def run_online(
     from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
 
     log_path = out / "online.jsonl"
-    episodes = _online_log(out)  # an interrupted run continues its log (the agent resumes too)
+    episodes = list(episodes)
     if len(episodes) >= plan.online_episodes:
         print(f"(already done: {log_path})")
         return episodes
@@ -515,8 +522,9 @@ def run(args: argparse.Namespace) -> int:
         lap("evaluate guidance weights", ran)
 
         _step(4, f"online DSRL over ROS 2 for {plan.online_episodes} episodes")
-        ran = len(_online_log(out)) < plan.online_episodes
-        online = run_online(out, policy, plan, args.seed, args.guidance_weight)
+        logged = _online_log(out)
+        ran = len(logged) < plan.online_episodes
+        online = run_online(out, policy, plan, args.seed, args.guidance_weight, logged)
         lap("online DSRL (ROS 2 graph)", ran)
 
         _step(5, "adapted vs base policy, and videos")

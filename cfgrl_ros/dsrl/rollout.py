@@ -51,8 +51,8 @@ def run_episode(
     """One episode from env.reset(seed=seed).
 
     agent None: the base policy (w0 ~ N(0, I) from the env's generator). learn (a NoiseAgent
-    only): every decision
-    is added to the agent and, once its prefill is done, followed by `config.utd` updates.
+    only): every decision is added to the agent and, once its prefill is done, followed by
+    `config.utd` updates.
     """
     if learn and not isinstance(agent, NoiseAgent):
         raise ValueError("learn=True needs a NoiseAgent")
