@@ -112,6 +112,16 @@ class NodeDescription:
         return arguments
 
 
+def node_environment(inherited: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables every node gets on top of `inherited` (the launcher's).
+
+    One torch thread per node unless OMP_NUM_THREADS says otherwise: the networks are small,
+    and the policy node and the noise actor's learner each taking every core makes decisions
+    wait (the latency targets in docs/benchmarks.md are for one thread).
+    """
+    return {"OMP_NUM_THREADS": inherited.get("OMP_NUM_THREADS", "1")}
+
+
 def argument_defaults() -> dict[str, str]:
     """Launch argument name -> default value."""
     return {argument.name: argument.default for argument in LAUNCH_ARGUMENTS}

@@ -9,7 +9,9 @@ pip-mode launcher (``cfgrl-ros launch dsrl_franka``) starts the same description
 (and its description tested) where they are not installed.
 """
 
-from cfgrl_ros.graph import LAUNCH_ARGUMENTS, PACKAGE, describe_graph
+import os
+
+from cfgrl_ros.graph import LAUNCH_ARGUMENTS, PACKAGE, describe_graph, node_environment
 
 
 def generate_launch_description():
@@ -30,6 +32,7 @@ def generate_launch_description():
                 name=node.name,
                 namespace=node.namespace,
                 parameters=[*map(str, node.parameter_files), node.parameters],
+                additional_env=node_environment(os.environ),
                 output="screen",
                 emulate_tty=True,
             )

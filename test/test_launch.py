@@ -8,6 +8,7 @@ compared node by node, parameter by parameter, with what `cfgrl-ros launch` star
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfgrl_ros.graph import LAUNCH_ARGUMENTS, describe_graph
+from cfgrl_ros.graph import LAUNCH_ARGUMENTS, describe_graph, node_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "dsrl_franka.launch.py"
@@ -98,3 +99,8 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
         overrides = yaml.safe_load(Path(files[-1]).read_text())
         Path(files[-1]).unlink()
         assert overrides == yaml.safe_load(description_node.override_yaml())
+        environment = {
+            "".join(s.perform(context) for s in key): "".join(s.perform(context) for s in value)
+            for key, value in node.process_description.additional_env
+        }
+        assert environment == node_environment(os.environ)

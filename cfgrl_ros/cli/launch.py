@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from cfgrl_ros.graph import GRAPH_NAME, LAUNCH_ARGUMENTS, NodeDescription, describe_graph
+from cfgrl_ros.graph import (
+    GRAPH_NAME,
+    LAUNCH_ARGUMENTS,
+    NodeDescription,
+    describe_graph,
+    node_environment,
+)
 
 SIGINT_GRACE = 10.0  # seconds a node gets to shut down after SIGINT before SIGTERM
 SIGTERM_GRACE = 5.0  # ... and after SIGTERM before SIGKILL
@@ -153,7 +159,7 @@ def launch(nodes: Sequence[NodeDescription]) -> int:
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    environment = {**os.environ, **node_environment(os.environ), "PYTHONUNBUFFERED": "1"}
     processes: dict[str, subprocess.Popen] = {}
     exits: dict[str, int] = {}
     folder = tempfile.TemporaryDirectory(prefix="cfgrl_ros_launch_")
