@@ -60,6 +60,18 @@ class ArmProbe:
             assert time.monotonic() < deadline, f"timed out; received {self.counts}"
             rclpy.spin_once(self.node, timeout_sec=0.05)
 
+    def spin_until_quiet(self, quiet: float, timeout: float = 20.0) -> None:
+        """Until no message has arrived for `quiet` seconds."""
+        counts, changed = dict(self.counts), time.monotonic()
+
+        def quiet_now() -> bool:
+            nonlocal counts, changed
+            if self.counts != counts:
+                counts, changed = dict(self.counts), time.monotonic()
+            return time.monotonic() - changed >= quiet
+
+        self.spin_until(quiet_now, timeout)
+
     def wait_for_all(self, since: dict[str, int] | None = None, timeout: float = 20.0) -> None:
         """Until every topic has a message newer than the counts in `since`."""
         since = since or {}
@@ -145,6 +157,10 @@ def test_lockstep_expert_over_dds_reaches_success(ros_nodes, probe):
 
     # Lockstep: without commands the world stands still. The node only re-publishes the same
     # state every LOCKSTEP_IDLE_REPUBLISH seconds (so a lost message cannot deadlock a policy).
+    # First the answer to the last target, should a stalled probe have taken such a re-publish
+    # for it and fallen one step behind.
+    probe.spin_until_quiet(0.3)
+    obs = probe.observation()
     counts = dict(probe.counts)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:

@@ -190,9 +190,10 @@ def test_launcher_reports_a_dead_node_and_stops_the_others_on_sigint(tmp_path):
                 # Exits by itself with status 3.
                 "crashing_node": "import time; print('about to fail', flush=True); "
                 "time.sleep(0.5); raise SystemExit(3)",
-                # Runs until SIGINT, then exits cleanly.
-                "steady_node": "import signal, sys, time; print('steady', flush=True); "
-                "signal.signal(signal.SIGINT, lambda *a: sys.exit(0)); time.sleep(60)",
+                # Runs until SIGINT, then exits cleanly (says so once it can).
+                "steady_node": "import signal, sys, time; "
+                "signal.signal(signal.SIGINT, lambda *a: sys.exit(0)); "
+                "print('steady', flush=True); time.sleep(60)",
             }
             launch.node_command = lambda node, override: [sys.executable, "-c",
                                                           programs[node.name]]
@@ -207,9 +208,9 @@ def test_launcher_reports_a_dead_node_and_stops_the_others_on_sigint(tmp_path):
     output = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        output.append(line)
-        if "crashing_node died" in line:
+        output.append(process.stdout.readline())
+        text = "".join(output)
+        if "crashing_node died" in text and "[steady_node] steady" in text:
             break
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=30)

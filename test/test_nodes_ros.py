@@ -174,11 +174,15 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
     """The pip-mode launcher runs the whole graph: a short run completes, every executed
     decision becomes one stored transition, and guidance_weight set from another process
     changes the next decision's chunk while an out-of-range value is refused."""
+    from std_srvs.srv import Trigger
+
     settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
     actor = settings["/**/noise_actor_node"]["ros__parameters"]
     actor["agent"].update(SMALL_AGENT)
     actor["run_dir"] = str(tmp_path / "run")
-    settings["/**/reward_reset_node"]["ros__parameters"].update(episodes=3, max_decisions=20)
+    # No decision limit: the test ends each episode itself, so none can end before the live
+    # guidance change however slowly the parameter client starts.
+    settings["/**/reward_reset_node"]["ros__parameters"].update(episodes=3, max_decisions=0)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(settings))
     log_path = tmp_path / "launch.log"
@@ -196,6 +200,7 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    mark_failure = ros_probe.create_client(Trigger, "/reward_reset_node/mark_failure")
     try:
         recorder.spin_until(lambda: len(recorder.decisions) >= 2, STARTUP, "a first decision")
 
@@ -209,7 +214,8 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
         assert result.returncode == 1
         assert "Set parameter failed" in result.stderr and "out of range" in result.stderr
 
-        recorder.spin_until(lambda: len(recorder.ends) >= 3, STARTUP, "three episodes")
+        while len(recorder.ends) < 3:
+            _end_episode_after_two_decisions(recorder, mark_failure, since_ns=weight_set)
         declared = {
             node: declared_parameters(ros_probe, node)
             for node in ("franka_sim_node", "policy_node", "noise_actor_node", "reward_reset_node")
@@ -220,6 +226,7 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
             "the noise actor's checkpoint of episode 3",
         )
     finally:
+        ros_probe.destroy_client(mark_failure)
         launcher.send_signal(signal.SIGINT)
         launcher.wait(60)
     log = log_path.read_text()
@@ -260,6 +267,28 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
         else:
             node = section.removeprefix("/**/")
             assert names <= declared[node], f"{node} does not declare {names - declared[node]}"
+
+
+def _end_episode_after_two_decisions(recorder: Recorder, mark_failure, since_ns: int) -> None:
+    """Wait for two decisions of the running episode stamped after `since_ns`, then end it
+    with ~/mark_failure (unless it ended by itself) and wait for its end record."""
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    ends = len(recorder.ends)
+    since_ns = max([since_ns, *(end.stamp_ns for end in recorder.ends)])
+    recorder.spin_until(
+        lambda: (
+            len(recorder.ends) > ends or sum(d.stamp_ns > since_ns for d in recorder.decisions) >= 2
+        ),
+        STARTUP,
+        "two decisions of the episode",
+    )
+    if len(recorder.ends) == ends:
+        assert mark_failure.wait_for_service(timeout_sec=20)
+        future = mark_failure.call_async(Trigger.Request())
+        rclpy.spin_until_future_complete(recorder.probe, future, timeout_sec=20)
+    recorder.spin_until(lambda: len(recorder.ends) > ends, STARTUP, "the episode's end")
 
 
 def _flatten(values: dict, prefix: str = "") -> list[str]:
@@ -334,15 +363,14 @@ def test_noise_actor_crash_falls_back_to_base_policy_and_restart_loses_nothing(
     assert "resumed from" in restarted.log()
     # Wait until the restarted actor has checkpointed an episode that ended after the restart.
     ends_at_restart = sum(end.stamp_ns < restarted_at for end in recorder.ends)
-    recorder.spin_until(
-        lambda: (
-            agent_counters(run_dir)["episodes"] > ends_at_restart
-            and len(recorder.ends) >= agent_counters(run_dir)["episodes"]
-        ),
-        STARTUP,
-        "a checkpoint after the restart",
-    )
-    counters = agent_counters(run_dir)
+    counters: dict[str, int] = {}
+
+    def checkpoint_after_restart() -> bool:
+        # One read per check: the actor may checkpoint its next episode between two reads.
+        counters.update(agent_counters(run_dir))
+        return ends_at_restart < counters["episodes"] <= len(recorder.ends)
+
+    recorder.spin_until(checkpoint_after_restart, STARTUP, "a checkpoint after the restart")
     checkpointed_end = recorder.ends[counters["episodes"] - 1]
     executed = [d for d in recorder.decisions if d.stamp_ns < checkpointed_end.stamp_ns]
     assert counters["transitions"] == len(executed)  # before the crash, during it, after it
@@ -528,7 +556,8 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         recorder.spin_until(lambda: not policy_node.alive(), 20, "the policy node's exit")
         assert policy_node.process.returncode == 0
         recorder.spin_until(lambda: not publishers("/target_pose"), 10, "the policy node gone")
-        assert arm.holds[-1]  # ... whose last target holds a measured pose
+        # ... whose last target holds a measured pose (it may arrive after the exit is seen)
+        recorder.spin_until(lambda: arm.holds[-1], 5, "the last target to hold a measured pose")
         assert call("/reward_reset_node/mark_failure").success
         recorder.spin_until(lambda: recorder.events[-1:] == ["failure"], 10, "the failure event")
         assert recorder.rewards == [1.0, 0.0]
