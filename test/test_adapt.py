@@ -9,6 +9,7 @@ import pytest
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.cli.main import main
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
+from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.dsrl import NoiseAgent
 from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
@@ -75,9 +76,73 @@ def test_adapt_runs_checkpoints_and_resumes(tiny_policy, tmp_path, capsys):
     assert code == 0 and resumed["episodes"] == 3
     assert resumed["success_curve"][:2] == result["success_curve"]
     assert NoiseAgent.load(out / "agent", FlowPolicy.load(tiny_policy)).episodes == 3
-    # ...but not with another algorithm.
+    # ...but not with other settings, which it names, and it loses nothing.
     code, _, error = adapt(capsys, tiny_policy, out, "--algo", "dsrl_sac", "--episodes", "3")
-    assert code == 1 and "dsrl_na run" in error
+    assert code == 1 and "--algo: run has 'dsrl_na', command gives 'dsrl_sac'" in error
+    code, _, error = adapt(capsys, tiny_policy, out, "--episodes", "4", "--utd", "3")
+    assert code == 1 and "--utd: run has 2, command gives 3" in error
+    code, _, error = adapt(capsys, tiny_policy, out, "--episodes", "4", "--task", "pick_place_can")
+    assert code == 1 and "--task: run has 'lift'" in error
+    other_policy = tmp_path / "other.pt"
+    FlowPolicy(FlowPolicy.load(tiny_policy).config).save(other_policy)  # new random weights
+    code, _, error = adapt(capsys, other_policy, out, "--episodes", "4")
+    assert code == 1 and "--policy: a different policy file" in error
+    assert NoiseAgent.load(out / "agent", FlowPolicy.load(tiny_policy)).episodes == 3
+    # The same weights under another path are the same policy.
+    copied = tmp_path / "copy.pt"
+    copied.write_bytes(tiny_policy.read_bytes())
+    code, resumed, _ = adapt(capsys, copied, out, "--episodes", "3")
+    assert code == 0 and resumed["success_curve"][:2] == result["success_curve"]
+
+
+def test_adapt_interrupted_resumes_from_its_last_episode(
+    tiny_policy, tmp_path, capsys, monkeypatch
+):
+    from cfgrl_ros.dsrl import rollout
+
+    out = tmp_path / "run"
+    run_episode = rollout.run_episode
+    calls = []
+
+    def interrupted_second_episode(*args, **kwargs):
+        calls.append(kwargs.get("seed"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run_episode(*args, **kwargs)
+
+    monkeypatch.setattr(rollout, "run_episode", interrupted_second_episode)
+    code, _, error = adapt(capsys, tiny_policy, out, "--episodes", "3")
+    assert code == 130 and "run the same command to resume" in error
+    assert "Traceback" not in error
+    first = NoiseAgent.load(out / "agent", FlowPolicy.load(tiny_policy)).metadata
+    assert len(first["success_curve"]) == 1
+    monkeypatch.setattr(rollout, "run_episode", run_episode)
+    code, result, _ = adapt(capsys, tiny_policy, out, "--episodes", "3")
+    assert code == 0 and result["success_curve"][:1] == first["success_curve"]
+    assert result["episodes"] == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda agent: (agent / "latest.json").write_text("{}"), "latest.json"),
+        (
+            lambda agent: next(agent.glob("checkpoint-*/replay_buffer.pkl")).write_bytes(b"\x80"),
+            "replay_buffer.pkl",
+        ),
+        (lambda agent: next(agent.glob("checkpoint-*/model.zip")).write_bytes(b"PK"), "model.zip"),
+    ],
+    ids=["pointer", "replay_buffer", "model"],
+)
+def test_adapt_names_a_damaged_checkpoint_and_the_way_out(
+    tiny_policy, tmp_path, capsys, damage, named
+):
+    out = tmp_path / "run"
+    assert adapt(capsys, tiny_policy, out, "--episodes", "0")[0] == 0
+    damage(out / "agent")
+    code, _, error = adapt(capsys, tiny_policy, out, "--episodes", "1")
+    assert code == 1 and named in error and f"Delete {out} or use another --out" in error
+    assert "Traceback" not in error
 
 
 def test_adapt_dsrl_sac(tiny_policy, tmp_path, capsys):
@@ -88,29 +153,24 @@ def test_adapt_dsrl_sac(tiny_policy, tmp_path, capsys):
 
 
 def test_adapt_from_an_offline_bag(tiny_policy, tmp_path, capsys):
+    """A bag recorded with the object's pose on a topic of its own, mapped with --topic."""
     env = FrankaSimEnv("lift", horizon=HORIZON)
     try:
         episodes = list(expert_episodes(env, ScriptedExpert("lift", noise=0.3, seed=0), 2))
     finally:
         env.close()
     bag = tmp_path / "demos"
-    with EpisodeBagWriter(bag, adapter=ArmCommandAdapter(task_adapter_config("lift"))) as writer:
+    renamed = load_topic_map(overrides={"object_pose": "/perception/cube_pose"})
+    adapter = ArmCommandAdapter(task_adapter_config("lift"))
+    with EpisodeBagWriter(bag, topic_map=renamed, adapter=adapter) as writer:
         for episode in episodes:
             writer.write(episode)
     out = tmp_path / "offline"
-    code, result, _ = adapt(
-        capsys,
-        tiny_policy,
-        out,
-        "--algo",
-        "dsrl_na",
-        "--episodes",
-        "1",
-        "--offline-bag",
-        str(bag),
-        "--offline-updates",
-        "5",
-    )
+    offline = ["--episodes", "1", "--offline-bag", str(bag), "--offline-updates", "5"]
+    code, _, error = adapt(capsys, tiny_policy, out, *offline)
+    assert code == 1 and "/object_pose" in error
+    mapped = ["--topic", "object_pose=/perception/cube_pose"]
+    code, result, _ = adapt(capsys, tiny_policy, out, *offline, *mapped)
     assert code == 0 and result["episodes"] == 1
     counters = json.loads((out / "summary.json").read_text())["counters"]
     assert counters["offline_transitions"] > 0
@@ -118,6 +178,34 @@ def test_adapt_from_an_offline_bag(tiny_policy, tmp_path, capsys):
         capsys, tiny_policy, tmp_path / "bad", "--algo", "dsrl_sac", "--offline-bag", str(bag)
     )
     assert code == 1 and "dsrl_na" in error
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--w", "nan"], "--w must be a finite number >= 0"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--offline-updates", "-5"], "--offline-updates must be >= 0"),
+        (["--exec-horizon", "99"], "exec_horizon 99 is longer than the policy's chunks (8)"),
+        (["--topic", "object_pose=/cube"], "map the topics of --offline-bag"),
+    ],
+)
+def test_adapt_refuses_bad_flags_before_any_work(tiny_policy, tmp_path, capsys, flags, message):
+    code, _, error = adapt(capsys, tiny_policy, tmp_path / "out", *flags)
+    assert code == 1 and message in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapt_refuses_an_out_that_is_a_file_or_a_bag(tiny_policy, tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    code, _, error = adapt(capsys, tiny_policy, file)
+    assert code == 1 and "is a file" in error and file.read_text() == "keep me"
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}")
+    code, _, error = adapt(capsys, tiny_policy, bag)
+    assert code == 1 and "is a rosbag" in error and sorted(bag.iterdir()) == [bag / "metadata.yaml"]
 
 
 def test_adapt_reports_bad_inputs(tmp_path, capsys):

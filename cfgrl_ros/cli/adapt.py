@@ -1,7 +1,7 @@
 """Online DSRL adaptation of a frozen policy in the simulator, without ROS: a noise agent (DSRL-NA
 or DSRL-SAC) learns which start noise to give the policy, one decision at a time, exactly as the
 ROS noise actor does. OUT receives a checkpoint after every episode (run the same command again
-to resume an interrupted run; it keeps its saved settings), the learning curve as
+to resume an interrupted run or add episodes; other settings are refused), the learning curve as
 learning_curve.png and summary.json. The final success rate comes from a separate evaluation
 with the deterministic noise actor on initial states not seen in training. With --json the last
 line of the output is one JSON object:
@@ -11,6 +11,7 @@ line of the output is one JSON object:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -42,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         help="rosbag(s) whose episodes fill DSRL-NA's replay buffer first (offline-to-online)",
+    )
+    parser.add_argument(
+        "--topics", metavar="FILE", help="with --offline-bag: topic map file of the bags"
+    )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --offline-bag: topic map override, e.g. joint_states=/robot/joint_states "
+        "(repeatable)",
     )
     parser.add_argument(
         "--synthetic-ratio",
@@ -119,6 +131,71 @@ def _config(args: argparse.Namespace):
     )
 
 
+# The flag that sets each compared setting (the others are not flags of this command).
+FLAGS = {
+    "policy_sha256": "--policy",
+    "task": "--task",
+    "horizon": "--horizon",
+    "offline_bag": "--offline-bag",
+    "topics": "--topics",
+    "topic": "--topic",
+    "synthetic_ratio": "--synthetic-ratio",
+    "offline_updates": "--offline-updates",
+    "algo": "--algo",
+    "seed": "--seed",
+    "utd": "--utd",
+    "gamma": "--gamma",
+    "prefill_decisions": "--prefill",
+    "magnitude": "--magnitude",
+    "noise_mode": "--noise-mode",
+    "exec_horizon": "--exec-horizon",
+    "noise_prior_weight": "--noise-prior-weight",
+    "batch_size": "--batch-size",
+    "hidden_sizes": "--hidden",
+}
+
+
+def _run_settings(args: argparse.Namespace) -> dict:
+    """What a resumed run must share with the run it continues, besides the agent's config.
+
+    --episodes, --w, --eval-episodes and --device may change between sessions; the policy is
+    compared by the hash of its file (the same weights under another path resume).
+    """
+    offline = args.offline_bag or []
+    return {
+        "policy_sha256": hashlib.sha256(Path(args.policy).read_bytes()).hexdigest(),
+        "task": args.task,
+        "horizon": args.horizon,
+        "offline_bag": [str(path.resolve()) for path in offline],
+        "topics": str(Path(args.topics).resolve()) if args.topics else None,
+        "topic": list(args.topic),
+        "synthetic_ratio": args.synthetic_ratio,
+        "offline_updates": args.offline_updates if offline else None,
+    }
+
+
+def _comparable(config) -> dict:
+    values = config.to_dict()
+    values.pop("device")  # a run may resume on another device
+    values["hidden_sizes"] = list(values["hidden_sizes"])
+    return values
+
+
+def _differences(saved: dict, given: dict) -> list[str]:
+    """'--flag: run has X, command gives Y' for every setting that differs."""
+    differences = []
+    for key in sorted(set(saved) | set(given)):
+        if saved.get(key) != given.get(key):
+            name = FLAGS.get(key, key)
+            if key == "policy_sha256":
+                differences.append(f"{name}: a different policy file than the run's")
+            else:
+                differences.append(
+                    f"{name}: run has {saved.get(key)!r}, command gives {given.get(key)!r}"
+                )
+    return differences
+
+
 def _fail(message: str) -> int:
     print(f"cfgrl-ros adapt: {message}", file=sys.stderr)
     return 1
@@ -131,6 +208,21 @@ def run(args: argparse.Namespace) -> int:
         return _fail(
             f"--eval-episodes must be >= 20 for a meaningful rate, got {args.eval_episodes}"
         )
+    if args.seed < 0:
+        return _fail(f"--seed must be >= 0, got {args.seed}")
+    if not (np.isfinite(args.w) and args.w >= 0):
+        return _fail(
+            f"--w must be a finite number >= 0 (0: behaviour cloning, 1: conditioned, >1: "
+            f"further), got {args.w}"
+        )
+    if args.offline_updates < 0:
+        return _fail(f"--offline-updates must be >= 0, got {args.offline_updates}")
+    if args.out.exists() and not args.out.is_dir():
+        return _fail(f"--out {args.out} is a file: give a folder for the run")
+    if (args.out / "metadata.yaml").is_file():
+        return _fail(f"--out {args.out} is a rosbag: give the run a folder of its own")
+    if (args.topics or args.topic) and not args.offline_bag:
+        return _fail("--topics and --topic map the topics of --offline-bag: give the bags too")
     if args.synthetic_ratio is not None and not args.offline_bag:
         return _fail("--synthetic-ratio mixes the episodes of --offline-bag: give the bags too")
     if args.offline_bag and args.algo != "dsrl_na":
@@ -138,26 +230,39 @@ def run(args: argparse.Namespace) -> int:
             "--offline-bag needs --algo dsrl_na (recorded episodes hold actions, not noise)"
         )
 
+    from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.dsrl.agent import NoiseAgent, make_noise_agent, make_noise_env
     from cfgrl_ros.evaluation import make_env
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     try:
+        topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
         policy = FlowPolicy.load(args.policy, device=args.device)
         config = _config(args)
+        config.noise_space(policy)  # checks exec_horizon against the policy's chunks
     except (FileNotFoundError, ValueError) as error:
         return _fail(str(error))
 
     agent_dir = args.out / AGENT_DIR
+    settings = _run_settings(args)
     start = time.monotonic()
     if (agent_dir / "latest.json").is_file():
         try:
             agent = NoiseAgent.load(agent_dir, policy, device=args.device)
         except (FileNotFoundError, ValueError) as error:
-            return _fail(f"cannot resume from {agent_dir}: {error}")
-        if agent.config.algo != args.algo:
             return _fail(
-                f"{args.out} holds a {agent.config.algo} run; use another --out for {args.algo}"
+                f"cannot resume from {agent_dir}: {error}. Delete {args.out} or use another "
+                "--out to start afresh"
+            )
+        # Runs from before the settings were recorded are checked on their agent's config.
+        differences = _differences(agent.metadata.get("run", settings), settings) + _differences(
+            _comparable(agent.config), _comparable(config)
+        )
+        if differences:
+            return _fail(
+                f"{args.out} holds a run started with other settings ("
+                + "; ".join(differences)
+                + "). Run the same command to resume it, or use another --out"
             )
         agent.set_guidance_weight(args.w)
         curve = [bool(s) for s in agent.metadata.get("success_curve", [])]
@@ -167,10 +272,10 @@ def run(args: argparse.Namespace) -> int:
         agent = make_noise_agent(policy, args.w, config)
         curve, elapsed = [], 0.0
         if args.offline_bag:
-            error = _learn_offline(agent, policy, args)
+            error = _learn_offline(agent, policy, topic_map, args)
             if error:
                 return _fail(error)
-        agent.save(agent_dir, {"success_curve": curve, "train_seconds": elapsed})
+        agent.save(agent_dir, {"run": settings, "success_curve": curve, "train_seconds": elapsed})
 
     try:
         sim = make_env(policy, args.task, args.horizon)
@@ -178,8 +283,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
     env = make_noise_env(sim, policy, args.w, agent.config)
     try:
-        curve, elapsed = _train(agent, env, args, curve, elapsed)
+        curve, elapsed = _train(agent, env, args, settings, curve, elapsed)
         final_success = _evaluate(agent, env, args)
+    except KeyboardInterrupt:
+        print(
+            f"cfgrl-ros adapt: interrupted; {args.out} holds a checkpoint after every finished "
+            "episode: run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         env.close()
 
@@ -222,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _learn_offline(agent, policy, args: argparse.Namespace) -> str | None:
+def _learn_offline(agent, policy, topic_map, args: argparse.Namespace) -> str | None:
     """Fill DSRL-NA's buffer from bags and train on them; an error message or None."""
     from cfgrl_ros.data.bag_reader import BagError, read_bags
     from cfgrl_ros.data.episode import mix_synthetic
@@ -232,6 +344,7 @@ def _learn_offline(agent, policy, args: argparse.Namespace) -> str | None:
     try:
         episodes = read_bags(
             args.offline_bag,
+            topic_map,
             image_keys=image_keys,
             image_size=(size[1], size[0]) if image_keys else None,
         )
@@ -249,7 +362,7 @@ def _learn_offline(agent, policy, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _train(agent, env, args: argparse.Namespace, curve: list[bool], elapsed: float):
+def _train(agent, env, args: argparse.Namespace, settings: dict, curve: list[bool], elapsed: float):
     from tqdm import tqdm
 
     from cfgrl_ros.dsrl.rollout import run_episode
@@ -268,7 +381,10 @@ def _train(agent, env, args: argparse.Namespace, curve: list[bool], elapsed: flo
             result = run_episode(env, agent, learn=True, seed=args.seed + len(curve))
             curve.append(result.success)
             elapsed += time.monotonic() - began
-            agent.save(args.out / AGENT_DIR, {"success_curve": curve, "train_seconds": elapsed})
+            agent.save(
+                args.out / AGENT_DIR,
+                {"run": settings, "success_curve": curve, "train_seconds": elapsed},
+            )
             progress.update(1)
             progress.set_postfix(
                 success=f"{_rolling(curve)[-1]:.0%}", updates=agent.updates, refresh=False

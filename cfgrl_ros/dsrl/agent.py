@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zipfile import BadZipFile
 
 import gymnasium as gym
 import numpy as np
@@ -488,8 +490,11 @@ class NoiseAgent:
         if name is None:
             raise FileNotFoundError(f"no noise agent checkpoint in {directory} (no {LATEST})")
         folder = directory / name
-        state = json.loads((folder / "agent.json").read_text())
-        if state.get("format") != CHECKPOINT_FORMAT:
+        try:
+            state = json.loads((folder / "agent.json").read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {folder / 'agent.json'}: {error}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{folder} is not a noise agent checkpoint")
         if state.get("format_version") != CHECKPOINT_VERSION:
             raise ValueError(
@@ -513,8 +518,26 @@ class NoiseAgent:
         extra: dict[str, Any] = {}
         if config.algo == "dsrl_na":
             extra = {"frozen_policy": policy, "noise_prior_weight": config.noise_prior_weight}
-        model = algorithm.load(folder / "model.zip", device=resolve_device(config.device), **extra)
-        model.load_replay_buffer(folder / "replay_buffer.pkl")
+        # A damaged file can fail in any of these ways (zip, pickle, torch): name the file.
+        unreadable = (
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            RuntimeError,
+            pickle.PickleError,
+            BadZipFile,
+        )
+        try:
+            model = algorithm.load(
+                folder / "model.zip", device=resolve_device(config.device), **extra
+            )
+        except unreadable as error:
+            raise ValueError(f"cannot read {folder / 'model.zip'}: {error!r}") from None
+        try:
+            model.load_replay_buffer(folder / "replay_buffer.pkl")
+        except unreadable as error:
+            raise ValueError(f"cannot read {folder / 'replay_buffer.pkl'}: {error!r}") from None
         model.set_logger(Logger(folder=None, output_formats=[]))
         # SB3's load reseeds with the configured seed; a resumed run must not replay the
         # random numbers its first updates used.
@@ -545,8 +568,11 @@ def _latest_checkpoint_name(directory: Path) -> str | None:
     latest = directory / LATEST
     if not latest.is_file():
         return None
-    name = json.loads(latest.read_text())["checkpoint"]
-    if not (directory / name).is_dir():
+    try:
+        name = json.loads(latest.read_text())["checkpoint"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{latest} does not name a checkpoint folder: {error!r}") from None
+    if not isinstance(name, str) or not (directory / name).is_dir():
         raise FileNotFoundError(f"{latest} names {name}, which is missing from {directory}")
     return name
 
