@@ -37,6 +37,17 @@ def test_cli_unknown_command_fails_with_message():
     assert "invalid choice: 'fly'" in result.stderr
 
 
+def test_cli_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
+    from cfgrl_ros.cli import main, param
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(param, "run", interrupted)
+    assert main.main(["param", "get", "policy_node", "guidance_weight"]) == 130
+    assert capsys.readouterr().err == "cfgrl-ros param: interrupted\n"
+
+
 def test_package_xml_declares_every_message_package_imported():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3"

@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:  # commands that keep partial work say so themselves
+        print(f"cfgrl-ros {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
