@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -187,12 +190,12 @@ def header(stamp: int):
     )
 
 
-def pose(stamp: int, x: float):
+def pose(stamp: int, x: float, quat=(1.0, 0.0, 0.0, 0.0)):
     return T["geometry_msgs/msg/PoseStamped"](
         header=header(stamp),
         pose=T["geometry_msgs/msg/Pose"](
             position=T["geometry_msgs/msg/Point"](x=x, y=0.0, z=0.1),
-            orientation=T["geometry_msgs/msg/Quaternion"](x=1.0, y=0.0, z=0.0, w=0.0),
+            orientation=T["geometry_msgs/msg/Quaternion"](*quat),
         ),
     )
 
@@ -358,6 +361,84 @@ def test_episode_without_actions(tmp_path):
         read_bag(bag, image_keys=())
 
 
+def bad_joints(stamp: int):
+    msg = joints(stamp)
+    msg.position[3] = np.nan
+    return msg
+
+
+# topic, message with a bad value at a stamp, what the warning says is wrong
+BAD_VALUES = {
+    "nan_joint": ("/joint_states", bad_joints, "non-finite values"),
+    "nan_target": ("/target_pose", lambda stamp: pose(stamp, np.nan), "non-finite values"),
+    "inf_gripper": (
+        "/gripper_command",
+        lambda stamp: T["std_msgs/msg/Float64"](data=np.inf),
+        "non-finite values",
+    ),
+    "zero_quat_pose": (
+        "/franka_robot_state_broadcaster/current_pose",
+        lambda stamp: pose(stamp, 0.5, quat=(0.0, 0.0, 0.0, 0.0)),
+        "a zero-norm quaternion",
+    ),
+}
+
+
+def episodes_with_a_bad_value(bad: str, count: int):
+    """`count` episodes of 6 ticks; the first has `bad` at its tick 2."""
+    topic, make, _ = BAD_VALUES[bad]
+    messages = []
+    for episode in range(count):
+        start = START_NS + episode * 100 * PERIOD_NS
+        messages.append(event(start, "start"))
+        for t in range(6):
+            ticks = tick_messages(start + t * PERIOD_NS, 0.5)
+            if episode == 0 and t == 2:
+                ticks = [(name, at, make(at) if name == topic else m) for name, at, m in ticks]
+            messages += ticks
+        messages.append(event(start + 6 * PERIOD_NS, "success"))
+    return messages
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+def test_a_bad_value_skips_only_its_episode(tmp_path, caplog, bad):
+    topic, _, what = BAD_VALUES[bad]
+    bag = write_messages(tmp_path / "bad", episodes_with_a_bad_value(bad, 2))
+    with caplog.at_level(logging.WARNING):
+        (kept,) = read_bag(bag, image_keys=())
+    assert kept.metadata["index"] == 1 and len(kept) == 6
+    warning = caplog.text
+    assert str(bag) in warning and "episode 0" in warning and "skipped" in warning
+    assert f"the {topic} message in force at tick 2" in warning and what in warning
+
+    lone = write_messages(tmp_path / "lone", episodes_with_a_bad_value(bad, 1))
+    with pytest.raises(BagError, match="every episode was skipped"):
+        read_bag(lone, image_keys=())
+
+
+def test_episode_events_without_a_complete_episode(tmp_path):
+    messages = [event(START_NS, "start")]
+    for t in range(4):
+        messages += tick_messages(START_NS + t * PERIOD_NS, 0.5)
+    bag = write_messages(tmp_path / "unfinished", messages)
+    with pytest.raises(BagError) as error:
+        read_bag(bag, image_keys=())
+    message = str(error.value)
+    assert "its 1 /episode_event messages hold no 'start' followed by" in message
+    assert "/target_pose" not in message  # it has commands: they are not what is missing
+
+
+def test_the_same_bag_twice(tmp_path, episodes):
+    bag = write(tmp_path / "bag", episodes[:1])
+    with pytest.raises(BagError, match=r"bag .*bag/ is given twice \(also as .*bag\)"):
+        read_bags([bag, f"{bag}/"])
+    with pytest.raises(BagError, match=r"bag\.db3 is a storage file of the bag .*bag, which"):
+        read_bags([bag, bag / "bag.db3"])
+    # Checked before any bag is read.
+    with pytest.raises(BagError, match="given twice"):
+        read_bags([tmp_path / "nowhere", tmp_path / "nowhere"])
+
+
 def test_joint_names_that_do_not_match(tmp_path):
     messages = [event(START_NS, "start")]
     messages += tick_messages(START_NS, 0.5)
@@ -408,13 +489,35 @@ def test_camera_switched_off_in_the_topic_map(tmp_path, episodes):
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_without_metadata_is_recoverable(tmp_path, episodes, storage):
+    """A recording cut off before ros2 bag record wrote metadata.yaml."""
+    bag = write(tmp_path / "bag", episodes[:1], storage=storage)
+    (bag / "metadata.yaml").unlink()
+    (data,) = [p for p in bag.iterdir() if p.suffix in (".db3", ".mcap")]
+    with pytest.raises(BagError) as error:
+        read_bag(bag)
+    message = str(error.value)
+    assert f"`ros2 bag reindex {bag} -s {storage}` rebuilds metadata.yaml" in message
+    assert f"or pass its storage file {data} itself" in message
+    assert ("mcap recover" in message) == (storage == "mcap")
+    assert_same(read_bag(data), episodes[:1])  # the advice works
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_truncated_bag(tmp_path, episodes, storage):
     bag = write(tmp_path / "bag", episodes, storage=storage)
     (data,) = [p for p in bag.iterdir() if p.suffix in (".db3", ".mcap")]
     content = data.read_bytes()
     data.write_bytes(content[: len(content) // 2])
-    with pytest.raises(BagError, match="is truncated or corrupt"):
+    with pytest.raises(BagError, match="is truncated or corrupt") as error:
         read_bag(bag)
+    message = str(error.value)
+    salvage = {"mcap": f"`mcap recover {data} -o ", "sqlite3": f"`sqlite3 {data} .dump | "}
+    assert f"salvage what was written with {salvage[storage]}" in message
+    if storage == "sqlite3" and shutil.which("sqlite3") and shutil.which("sed"):
+        (command,) = re.findall(r"`(sqlite3 .*?)`", message)
+        subprocess.run(command, shell=True, check=False, capture_output=True)
+        assert read_bag(bag / "bag_recovered.db3")  # the episodes before the cut
 
 
 def test_corrupt_bag(tmp_path, episodes):

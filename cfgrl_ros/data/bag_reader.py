@@ -13,7 +13,8 @@ Alignment onto control ticks (``period = 1 / control_rate``):
   measured width);
 - a value older than the topic map's ``max_staleness`` does not count. Leading ticks before
   every topic has a fresh value are dropped; an episode with a stale tick later on is skipped
-  with a warning (a camera or the arm stopped publishing).
+  with a warning (a camera or the arm stopped publishing), and so is one with a non-finite
+  value or a zero-norm quaternion in force at any tick.
 
 Episodes run from an ``episode_event`` "start" to the next "success" or "failure" (1.0 reward
 at the last tick on success). Recordings without episode events are cut where the target
@@ -57,6 +58,7 @@ _EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "wrist_image": _IMAGE_TYPES,
 }
 _EVENTS = ("start", "success", "failure")
+_MIN_QUAT_NORM = 1e-6  # ArmCommandAdapter rejects shorter quaternions: they are no rotation
 
 
 class BagError(Exception):
@@ -94,9 +96,29 @@ def _check_path(path: Path) -> None:
         raise BagError(f"bag {path} does not exist")
     if path.is_dir():
         if not (path / "metadata.yaml").is_file():
+            storage = _storage_files(path)
+            if not storage:
+                raise BagError(
+                    f"{path} is not a rosbag2 directory: it has no metadata.yaml and no "
+                    f"{STORAGE_SUFFIXES} storage file. Pass the directory that `ros2 bag record` "
+                    "(or `cfgrl-ros collect`) created"
+                )
+            # ros2 bag record writes metadata.yaml when it stops: a crash or power loss leaves
+            # the storage files without it, which is recoverable.
+            plugin = "mcap" if storage[0].suffix == ".mcap" else "sqlite3"
             raise BagError(
-                f"{path} is not a rosbag2 directory: it has no metadata.yaml. Pass the directory "
-                "that `ros2 bag record` (or `cfgrl-ros collect`) created"
+                f"bag {path} has no metadata.yaml: its recording was probably cut off (a crash "
+                f"or power loss). Recover it rather than re-record it: `ros2 bag reindex {path} "
+                f"-s {plugin}` rebuilds metadata.yaml, or pass its storage file {storage[0]} "
+                "itself"
+                + (" (one --bag per file)" if len(storage) > 1 else "")
+                + (
+                    "; a .mcap file cut off mid-write first needs `mcap recover FILE -o "
+                    "FIXED.mcap`, then pass FIXED.mcap"
+                    if plugin == "mcap"
+                    else ""
+                )
+                + ". Re-record it only if that fails"
             )
     elif path.suffix not in STORAGE_SUFFIXES:
         raise BagError(
@@ -105,10 +127,37 @@ def _check_path(path: Path) -> None:
         )
 
 
+def _storage_files(path: Path) -> list[Path]:
+    """The uncompressed storage files of a bag (a directory, or the file itself)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+    return [path] if path.suffix in STORAGE_SUFFIXES else []
+
+
+def _salvage(storage: Path) -> str:
+    """The command that copies what is readable of a cut-off storage file into a new one."""
+    fixed = storage.with_name(f"{storage.stem}_recovered{storage.suffix}")
+    if storage.suffix == ".mcap":
+        return f"`mcap recover {storage} -o {fixed}`"
+    # .dump ends in ROLLBACK when it meets damage; COMMIT keeps the rows read before it.
+    return f"`sqlite3 {storage} .dump | sed 's/^ROLLBACK;/COMMIT;/' | sqlite3 {fixed}`"
+
+
 def _corrupt(path: Path, error: BaseException) -> BagError:
+    # Most damaged bags are recordings cut off by a crash or power loss, or incomplete
+    # copies; demonstrations are expensive to re-record, so the salvage comes first.
+    storage = _storage_files(path)
+    salvage = (
+        f"salvage what was written with {_salvage(storage[0])} and pass the new file instead"
+        if len(storage) == 1
+        else "salvage what was written with `mcap recover FILE -o FIXED.mcap` (MCAP) or "
+        "`sqlite3 FILE .dump | sed 's/^ROLLBACK;/COMMIT;/' | sqlite3 FIXED.db3` (sqlite3) and "
+        "pass the new files instead (one --bag each)"
+    )
     return BagError(
-        f"bag {path} is truncated or corrupt ({type(error).__name__}: {error}); re-record or "
-        "re-copy it, or leave it out"
+        f"bag {path} is truncated or corrupt ({type(error).__name__}: {error}). If its "
+        f"recording was cut off (a crash or power loss) or its copy is incomplete, {salvage}; "
+        "else re-copy it. Re-record it or leave it out only as a last resort"
     )
 
 
@@ -232,9 +281,17 @@ class _BagEpisodes:
         return {key: _Stream(np.asarray(times[key], dtype=np.int64), values[key]) for key in times}
 
     def _windows(self, streams: dict[str, _Stream]) -> list[_Window]:
+        """The episodes' time spans; BagError when the bag holds no complete one."""
         events = streams.get("episode_event")
         if events is not None and len(events.times):
-            return self._windows_from_events(events)
+            windows = self._windows_from_events(events)
+            if not windows:
+                raise BagError(
+                    f"bag {self.path} holds no complete episode: its {len(events.times)} "
+                    f"{self.topics.episode_event} messages hold no 'start' followed by a "
+                    "'success' or 'failure' (see the warnings above)"
+                )
+            return windows
         logger.info(
             "bag %s has no %s messages: cutting episodes at %.2f s pauses of %s",
             self.path,
@@ -242,7 +299,19 @@ class _BagEpisodes:
             self.topics.episode_gap,
             self.topics.target_pose,
         )
-        return self._windows_from_gaps(streams)
+        windows = self._windows_from_gaps(streams)
+        if not windows:
+            events_source = (
+                f"no {self.topics.episode_event} messages"
+                if self.topics.episode_event
+                else "no episode events (episode_event is off in the topic map)"
+            )
+            raise BagError(
+                f"bag {self.path} holds no complete episode: it has {events_source} and no "
+                f"messages on {self.topics.target_pose} to cut episodes at their pauses. Check "
+                "the target_pose and episode_event topics in the topic map"
+            )
+        return windows
 
     def _windows_from_events(self, events: _Stream) -> list[_Window]:
         windows = []
@@ -363,11 +432,6 @@ class _BagEpisodes:
             connections = self._connections(reader)
             streams = self._read_streams(reader, connections)
             windows = self._windows(streams)
-            if not windows:
-                raise BagError(
-                    f"bag {self.path} holds no complete episode: no start/end pairs on "
-                    f"{self.topics.episode_event} and no messages on {self.topics.target_pose}"
-                )
             tick_lists = [
                 w.start + np.arange(math.ceil((w.end - w.start) / self.period_ns)) * self.period_ns
                 for w in windows
@@ -394,7 +458,8 @@ class _BagEpisodes:
         if not episodes:
             raise BagError(
                 f"bag {self.path}: every episode was skipped (see the warnings above); check "
-                "max_staleness and that every topic was recorded throughout"
+                "max_staleness, that every topic was recorded throughout and that its values "
+                "are valid"
             )
         return episodes
 
@@ -475,8 +540,33 @@ class _BagEpisodes:
             "object_quat": obj[:, 3:],
         }
         observations = {k: v.astype(np.float32) for k, v in observations.items()}
-        if not all(np.all(np.isfinite(v)) for v in observations.values()):
-            logger.warning("%s skipped: it has non-finite joint or pose values", where)
+        targets_in_force = np.stack([targets.values[i] for i in rows["target_pose"][keep]])
+        gripper = streams["gripper_command"]
+        gripper_rows, has_gripper = gripper.latest(command_at[keep], None)
+        # A gripper never commanded holds its measured width.
+        widths = np.array(
+            [
+                gripper.values[row] if commanded else observations["gripper_width"][t, 0]
+                for t, (row, commanded) in enumerate(zip(gripper_rows, has_gripper, strict=True))
+            ],
+            dtype=np.float64,
+        )
+        problem = self._invalid_value(
+            ticks[keep],
+            {
+                "joint_states": np.hstack(
+                    [observations["joint_pos"], observations["gripper_width"]]
+                ),
+                "current_pose": np.hstack([observations["eef_pos"], observations["eef_quat"]]),
+                "object_pose": np.hstack([observations["object_pos"], observations["object_quat"]]),
+                "target_pose": targets_in_force,
+                "gripper_command": widths[:, None],
+            },
+            {"current_pose": eef[:, 3:], "target_pose": targets_in_force[:, 3:]},
+        )
+        if problem is not None:
+            # Like a stale topic, a bad value costs only its episode; it is never trained on.
+            logger.warning("%s skipped: %s", where, problem)
             return None
         for key, (frames, _) in images.items():
             shapes = {frame.shape for frame in frames[keep]}
@@ -487,21 +577,10 @@ class _BagEpisodes:
                 )
             observations[key] = np.stack(frames[keep])
 
-        gripper = streams["gripper_command"]
-        gripper_rows, has_gripper = gripper.latest(command_at[keep], None)
         actions = np.empty((len(eef), ACTION_DIM), dtype=np.float32)
-        for t, target_row in enumerate(rows["target_pose"][keep]):
-            target = targets.values[target_row]
-            width = (
-                gripper.values[gripper_rows[t]]
-                if has_gripper[t]
-                else float(observations["gripper_width"][t, 0])  # never commanded: hold
-            )
-            command = ArmCommand(target[:3], target[3:], width)
-            try:
-                actions[t] = self.adapter.action(eef[t, :3], eef[t, 3:], command)
-            except ValueError as error:
-                raise BagError(f"{where}: command at tick {t} is invalid: {error}") from error
+        for t, (target, width) in enumerate(zip(targets_in_force, widths, strict=True)):
+            command = ArmCommand(target[:3], target[3:], float(width))
+            actions[t] = self.adapter.action(eef[t, :3], eef[t, 3:], command)
 
         rewards = np.zeros(len(actions), dtype=np.float32)
         if window.success:
@@ -517,6 +596,31 @@ class _BagEpisodes:
 
     def _topic(self, key: str) -> str:
         return getattr(self.topics, key)
+
+    def _invalid_value(
+        self, ticks: np.ndarray, values: dict[str, np.ndarray], quats: dict[str, np.ndarray]
+    ) -> str | None:
+        """The earliest non-finite value or zero-norm quaternion in an episode, in words.
+
+        `values` and `quats` map topic map keys to one row per tick.
+        """
+        problems = [
+            (key, rows, ~np.all(np.isfinite(rows), axis=1), "non-finite values")
+            for key, rows in values.items()
+        ]
+        problems += [
+            (key, rows, np.linalg.norm(rows, axis=1) < _MIN_QUAT_NORM, "a zero-norm quaternion")
+            for key, rows in quats.items()
+        ]
+        found = [(int(np.argmax(bad)), n) for n, (_, _, bad, _) in enumerate(problems) if bad.any()]
+        if not found:
+            return None
+        tick, n = min(found)  # the earliest tick; ties go to the observation topics first
+        key, rows, _, what = problems[n]
+        return (
+            f"the {self._topic(key)} message in force at tick {tick} ({ticks[tick] * 1e-9:.3f} s) "
+            f"has {what}: {np.array2string(rows[tick], precision=4)}"
+        )
 
 
 def read_bag(
@@ -542,6 +646,25 @@ def read_bag(
     return reader.episodes()
 
 
+def _check_distinct(paths: Sequence[str | Path]) -> None:
+    """BagError when a bag is given twice: its episodes would count double."""
+    given: dict[Path, str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in given:
+            raise BagError(
+                f"bag {path} is given twice (also as {given[resolved]}): its episodes would "
+                "count double. Give each bag once"
+            )
+        given[resolved] = str(path)
+    for resolved, path in given.items():
+        if resolved.suffix in STORAGE_SUFFIXES and resolved.parent in given:
+            raise BagError(
+                f"bag {path} is a storage file of the bag {given[resolved.parent]}, which is "
+                "given too: its episodes would count double. Give each bag once"
+            )
+
+
 def read_bags(
     paths: Sequence[str | Path],
     topic_map: TopicMap | None = None,
@@ -552,6 +675,7 @@ def read_bags(
     """The episodes of several bags, in order; BagError when their images differ in size."""
     if not paths:
         raise BagError("no bags given")
+    _check_distinct(paths)
     topic_map = topic_map or load_topic_map()
     adapter = adapter or ArmCommandAdapter()
     episodes: list[Episode] = []
