@@ -235,9 +235,51 @@ def test_bad_settings_are_named():
         TrainConfig(p_uncond=0.0)
     with pytest.raises(ValueError, match="advantage 'td' is not one of"):
         TrainConfig(advantage="td")
+    # PyYAML reads 3e-4 as a string: named before it reaches torch's optimiser.
+    with pytest.raises(ValueError, match=r"learning_rate is '3e-4' .* write 3\.0e-4"):
+        TrainConfig.from_dict({"learning_rate": "3e-4"})
+    with pytest.raises(ValueError, match=r"batch_size is 'abc' \(str\), expected an integer$"):
+        TrainConfig.from_dict({"batch_size": "abc"})
+    with pytest.raises(ValueError, match=r"policy is \[1\] \(list\), expected a mapping"):
+        TrainConfig.from_dict({"policy": [1]})
+    with pytest.raises(ValueError, match=r"policy\.hidden_dims is .* expected a list of integers"):
+        TrainConfig.from_dict({"policy": {"hidden_dims": [64, "x"]}})
+    assert TrainConfig.from_dict({"learning_rate": 1}).learning_rate == 1.0
     with pytest.raises(ValueError, match="resume needs a checkpoint_path"):
         train_policy(bandit_episodes(0, count=2), SMALL_TRAINING, resume=True)
     with pytest.raises(ValueError, match="no episodes"):
         train_policy([], SMALL_TRAINING)
     with pytest.raises(ValueError, match="value_folds 2 needs at least that many episodes"):
         train_policy(bandit_episodes(0, count=1), SMALL_TRAINING)
+
+
+def test_diverging_training_stops_before_writing(tmp_path):
+    checkpoint = tmp_path / "policy.pt"
+    config = dataclasses.replace(
+        SMALL_TRAINING, method="bc", steps=20, batch_size=16, learning_rate=1e12
+    )
+    with pytest.raises(ValueError, match=r"diverged at policy step \d+ of 20: policy_loss is nan"):
+        train_policy(bandit_episodes(0, count=8), config, checkpoint_path=checkpoint)
+    assert not checkpoint.exists()
+
+
+def test_checkpoint_paths_that_would_fail_or_lose_data_are_refused(tmp_path):
+    episodes = bandit_episodes(0, count=4)
+    config = dataclasses.replace(SMALL_TRAINING, method="bc", steps=2, batch_size=8)
+    # Resuming a checkpoint whose training state is gone would train afresh over it.
+    kept = tmp_path / "kept.pt"
+    kept.write_text("only copy")
+    with pytest.raises(ValueError, match=r"its training state .*kept\.train_state\.pt does not"):
+        train_policy(episodes, config, checkpoint_path=kept, resume=True)
+    assert kept.read_text() == "only copy"
+    training_state_path(kept).write_text("garbage")
+    with pytest.raises(ValueError, match=r"kept\.train_state\.pt is not a readable training-state"):
+        train_policy(episodes, config, checkpoint_path=kept, resume=True)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="folder is a folder: give a file path"):
+        train_policy(episodes, config, checkpoint_path=tmp_path / "folder")
+    with pytest.raises(ValueError, match=r"kept\.pt is a file, not a folder"):
+        train_policy(episodes, config, checkpoint_path=kept / "policy.pt")
+    # Nothing to resume and nothing to overwrite: a fresh run.
+    train_policy(episodes, config, checkpoint_path=tmp_path / "new.pt", resume=True)
+    assert FlowPolicy.load(tmp_path / "new.pt", device="cpu").config.condition == "none"

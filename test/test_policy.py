@@ -226,6 +226,22 @@ def test_checkpoint_with_wrong_dimensions_fails_with_a_clear_message(tmp_path):
         FlowPolicy.load(tmp_path / "missing.pt")
 
 
+def test_checkpoint_without_config_or_with_non_finite_weights_is_named(tmp_path):
+    path = tmp_path / "policy.pt"
+    make_policy().save(path)
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "config": {**payload["config"], "horizon": "8"}}, path)
+    with pytest.raises(ValueError, match=r"policy.pt has an invalid config: policy.horizon is '8'"):
+        FlowPolicy.load(path, device="cpu")
+    torch.save({key: value for key, value in payload.items() if key != "config"}, path)
+    with pytest.raises(ValueError, match=r"policy\.pt is not a cfgrl_ros flow policy checkpoint"):
+        FlowPolicy.load(path, device="cpu")
+    payload["state_dict"]["velocity_field.action_in.weight"][0, 0] = float("nan")
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"policy.pt has inf or NaN weights \(1 of \d+ tensors"):
+        FlowPolicy.load(path, device="cpu")
+
+
 def test_random_shift_moves_whole_images_by_at_most_pad_pixels():
     images = torch.rand(6, 3, 12, 10)
     assert torch.equal(random_shift(images, 0, None), images)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from cfgrl_ros import evaluation
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.cli.main import main
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.evaluation import evaluate
-from cfgrl_ros.policy.flow_policy import FlowPolicy
+from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 from cfgrl_ros.policy.training import training_state_path
 from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
 from cfgrl_ros.sim.expert import ScriptedExpert
@@ -152,6 +153,32 @@ def test_pretrain_rejects_bad_settings_without_writing(lift_bags, tmp_path, caps
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("config", "flags", "message"),
+    [
+        ("learning_rate: 3e-4\n", (), "learning_rate is '3e-4' (str), expected a number; YAML"),
+        ("batch_size: abc\n", (), "batch_size is 'abc' (str), expected an integer"),
+        ("policy: [1]\n", (), "policy is [1] (list), expected a mapping"),
+        ("", ("--device", "gpu"), "device 'gpu' is not one of"),
+        ("", ("--out", "{tmp}/folder"), "{tmp}/folder is a folder"),
+        ("", ("--out", "{tmp}/kept/policy.pt"), "{tmp}/kept is a file, not a folder"),
+        ("", ("--out", "{tmp}/kept", "--resume"), "cannot resume {tmp}/kept: its training state"),
+    ],
+)
+def test_pretrain_refuses_bad_inputs_before_reading_bags(tmp_path, capsys, config, flags, message):
+    """The bag does not exist: an error about it would mean the bags were read first."""
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "kept").write_text("the only copy")
+    before = sorted(tmp_path.rglob("*"))
+    settings = ("--method", "bc", "--config", str(tmp_path / "config.yaml"))
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    assert pretrain(tmp_path / "no_bag", tmp_path / "p.pt", *settings, *flags) == 1
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (tmp_path / "kept").read_text() == "the only copy"
+
+
 def test_every_weight_sees_the_same_episodes(lift_bags, tmp_path, monkeypatch):
     """Episode i of every w starts from reset seed + i and draws the same start noises."""
     bag = lift_bags["root"] / "lift_sqlite"
@@ -189,3 +216,27 @@ def test_eval_reports_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--policy", "x.pt", "--w", "0,one"])
     assert "comma-separated numbers" in capsys.readouterr().err
+    for flag, value, message in (("--seed", "-1", ">= 0"), ("--flow-steps", "0", ">= 1")):
+        with pytest.raises(SystemExit):
+            main(["eval", "--policy", "x.pt", flag, value])
+        assert f"argument {flag}: must be {message}, got {value}" in capsys.readouterr().err
+
+
+def test_eval_interrupted_reports_the_episodes_so_far(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "policy.pt"
+    FlowPolicy(PolicyConfig(hidden_dims=(8,), state_hidden_dims=(8,))).save(path)
+
+    def interrupted(policy, task, episodes, weights, report, **settings):
+        for success in (True, False, True):
+            report(0.0, 0, success)
+        report(1.0, 0, True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "evaluate", interrupted)
+    assert main(["eval", "--policy", str(path), "--w", "0,1", "--episodes", "5", "--json"]) == 130
+    out, err = capsys.readouterr()
+    assert "interrupted after 4 episodes" in err
+    assert out.splitlines() == [
+        "w=    0  success  66.7%  PARTIAL: 3 of 5 episodes",
+        "w=    1  success 100.0%  PARTIAL: 1 of 5 episodes",
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from cfgrl_ros.sim.env import TASKS
 
@@ -25,6 +26,21 @@ def _weights(text: str) -> list[float]:
     return weights
 
 
+def _integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
@@ -37,13 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--w", type=_weights, default="0,1,3", help="guidance weights, comma-separated"
     )
-    parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
+    parser.add_argument(
+        "--seed", type=_integer_at_least(0), default=0, help="episode i resets with seed + i"
+    )
     parser.add_argument(
         "--exec-horizon", type=int, default=4, help="actions executed from each sampled chunk"
     )
     parser.add_argument(
         "--flow-steps",
-        type=int,
+        type=_integer_at_least(1),
         default=argparse.SUPPRESS,
         help="Euler steps per sample (default: the policy's)",
     )
@@ -74,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
+    outcomes: dict[float, list[bool]] = {}  # what an interrupted run can still report
+
     def report(w: float, episode: int, success: bool) -> None:
+        outcomes.setdefault(w, []).append(success)
         print(
             f"  w={weight_key(w)} episode {episode + 1}/{args.episodes}: "
             f"{'success' if success else 'failure'}",
@@ -96,6 +117,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"cfgrl-ros eval: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        done = sum(map(len, outcomes.values()))
+        print(f"cfgrl-ros eval: interrupted after {done} episodes", file=sys.stderr)
+        for w, successes in outcomes.items():
+            print(
+                f"w={weight_key(w):>5}  success {sum(successes) / len(successes):6.1%}  "
+                f"PARTIAL: {len(successes)} of {args.episodes} episodes"
+            )
+        return 130
     for w, rate in result.success.items():
         print(
             f"w={weight_key(w):>5}  success {rate:6.1%}  "

@@ -101,7 +101,13 @@ def load_train_config(path: str | Path | None, image_size: int | None = None) ->
     if path is None:
         return TrainConfig()  # state only
     values = read_yaml_mapping(path, "training config")
-    policy = dict(values.pop("policy", None) or {})
+    policy = values.pop("policy", None) or {}
+    if not isinstance(policy, dict):
+        raise ValueError(
+            f"training config {path}: policy is {policy!r} ({type(policy).__name__}), expected a "
+            "mapping of PolicyConfig fields such as `horizon: 8`"
+        )
+    policy = dict(policy)
     if policy.get("image_keys") and (image_size is not None or not policy.get("image_size")):
         side = DEFAULT_IMAGE_SIZE if image_size is None else image_size
         policy["image_size"] = (side, side)  # PolicyConfig checks the encoder's minimum size
@@ -179,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.data.bag_reader import BagError, read_bags
     from cfgrl_ros.data.episode import mix_synthetic
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
-    from cfgrl_ros.policy.training import train_policy, training_state_path
+    from cfgrl_ros.policy.checkpoint import resolve_device
+    from cfgrl_ros.policy.training import check_checkpoint_path, train_policy, training_state_path
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     flags = vars(args)
@@ -187,10 +194,14 @@ def run(args: argparse.Namespace) -> int:
     state_path = training_state_path(out)
     try:
         config = _config_from_args(flags)
+        # Refused now rather than after reading the bags, or (--out) after training.
+        resolve_device(config.device)
+        check_checkpoint_path(out, args.resume)
         if not args.resume and (out.exists() or state_path.exists()):
+            # without its training state a run cannot be continued: no --resume to suggest
+            resume = "pass --resume to continue that run, or " if state_path.exists() else ""
             raise ValueError(
-                f"{out if out.exists() else state_path} exists: pass --resume to continue that "
-                "run, or choose another --out"
+                f"{out if out.exists() else state_path} exists: {resume}choose another --out"
             )
         topic_map = load_topic_map(flags.get("topics"), parse_overrides(flags.get("topic", [])))
         height_width = config.policy.image_size

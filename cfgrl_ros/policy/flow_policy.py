@@ -34,6 +34,7 @@ from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
 from cfgrl_ros.observation import IMAGE_KEYS, STATE_DIM, state_vector
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
+from cfgrl_ros.policy.config_types import typed_fields
 from cfgrl_ros.policy.networks import ImageEncoder, StateEncoder, VelocityField, mlp
 from cfgrl_ros.policy.normaliser import Normaliser
 
@@ -104,15 +105,12 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PolicyConfig:
-        """Inverse of dataclasses.asdict; names unknown and missing fields."""
+        """Inverse of dataclasses.asdict; names unknown fields and values of the wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"policy config has unknown fields {unknown} (known: {sorted(names)})")
-        converted = {
-            key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
-        }
-        return cls(**converted)
+        return cls(**typed_fields(cls, values, prefix="policy."))
 
 
 class FlowPolicy(nn.Module):
@@ -435,7 +433,20 @@ class FlowPolicy(nn.Module):
                 f"{path} has checkpoint format version {payload.get('format_version')}, this "
                 f"build reads version {CHECKPOINT_VERSION}; retrain with `cfgrl-ros pretrain`"
             )
-        config = PolicyConfig.from_dict(payload["config"])
+        values, weights = payload.get("config"), payload.get("state_dict")
+        if not (
+            isinstance(values, Mapping)
+            and isinstance(weights, Mapping)
+            and all(isinstance(value, torch.Tensor) for value in weights.values())
+        ):
+            raise ValueError(
+                f"{path} is not a cfgrl_ros flow policy checkpoint (it lacks the config or the "
+                "weights)"
+            )
+        try:
+            config = PolicyConfig.from_dict(values)
+        except ValueError as error:
+            raise ValueError(f"policy checkpoint {path} has an invalid config: {error}") from None
         problems = []
         if config.state_dim != STATE_DIM:
             problems.append(
@@ -456,10 +467,18 @@ class FlowPolicy(nn.Module):
                 f"expected {expected}"
             )
         policy = cls(config)
-        problems += _state_dict_mismatches(policy.state_dict(), payload["state_dict"])
+        problems += _state_dict_mismatches(policy.state_dict(), weights)
         if problems:
             raise ValueError(f"policy checkpoint {path} does not fit: " + "; ".join(problems))
-        policy.load_state_dict(payload["state_dict"])
+        # inf or NaN weights (a diverged training) would fail far downstream, naming no file.
+        non_finite = sorted(key for key, value in weights.items() if not value.isfinite().all())
+        if non_finite:
+            raise ValueError(
+                f"policy checkpoint {path} has inf or NaN weights ({len(non_finite)} of "
+                f"{len(weights)} tensors, e.g. {non_finite[0]}): its training diverged; retrain "
+                "it with a lower learning_rate"
+            )
+        policy.load_state_dict(weights)
         return policy.to(resolve_device(device)).eval()
 
 

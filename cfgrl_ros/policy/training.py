@@ -24,6 +24,7 @@ resumed run continues from its step with the same random stream.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from tqdm import tqdm
 
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
+from cfgrl_ros.policy.config_types import typed_fields
 from cfgrl_ros.policy.dataset import ChunkDataset, build_dataset
 from cfgrl_ros.policy.flow_policy import NOT_OPTIMAL, NULL, OPTIMAL, FlowPolicy, PolicyConfig
 from cfgrl_ros.policy.value import ADVANTAGE_ESTIMATORS, ValueLearner
@@ -109,15 +111,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Inverse of dataclasses.asdict (the policy's fields under "policy", lists for tuples);
-        names unknown fields."""
+        names unknown fields and values of the wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown fields {unknown}; known: {sorted(names)}")
-        values = dict(values)
-        policy = PolicyConfig.from_dict(values.pop("policy", {}))
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(policy=policy, **converted)
+        return cls(**typed_fields(cls, values))
 
 
 @dataclass
@@ -142,6 +141,29 @@ def training_state_path(checkpoint_path: Path) -> Path:
     """
     checkpoint_path = Path(checkpoint_path)
     return checkpoint_path.with_name(checkpoint_path.stem + ".train_state.pt")
+
+
+def check_checkpoint_path(checkpoint_path: Path, resume: bool) -> None:
+    """Refuse, before any training, a checkpoint path the run could not write or would wrongly
+    overwrite: a folder, a path under a file, or (resuming) a checkpoint without the training
+    state to continue it, which a fresh run would replace."""
+    checkpoint_path = Path(checkpoint_path)
+    state_path = training_state_path(checkpoint_path)
+    for path in (checkpoint_path, state_path):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: give a file path, e.g. {path / 'policy.pt'}")
+    existing = next(parent for parent in checkpoint_path.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(
+            f"cannot write {checkpoint_path}: {existing} is a file, not a folder; choose another "
+            "path"
+        )
+    if resume and checkpoint_path.exists() and not state_path.exists():
+        raise ValueError(
+            f"cannot resume {checkpoint_path}: its training state {state_path} does not exist, "
+            f"and a fresh run would overwrite {checkpoint_path}; write to another path, or delete "
+            f"{checkpoint_path} to train afresh"
+        )
 
 
 def flow_matching_loss(
@@ -228,9 +250,9 @@ class _Run:
             "history": self.history,
         }
 
-    def restore(self, state: dict[str, Any], path: Path) -> None:
+    def restore(self, state: Any, path: Path) -> None:
         """Continue from a training-state file; refuses one made with other settings or data."""
-        if state.get("format") != TRAIN_STATE_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
             raise ValueError(f"{path} is not a cfgrl_ros training-state file")
         if state.get("format_version") != TRAIN_STATE_VERSION:
             raise ValueError(
@@ -274,13 +296,21 @@ def train_policy(
     """Train a flow policy on episodes; save it to checkpoint_path (atomically) when given.
 
     With resume=True and a training-state file next to checkpoint_path (see
-    training_state_path), training continues from its step; without one it starts afresh.
+    training_state_path), training continues from its step; without one it starts afresh, unless
+    that would overwrite checkpoint_path (check_checkpoint_path). A loss or weights that become
+    inf or NaN stop training with a ValueError, before checkpoint_path is written.
     """
     if resume and checkpoint_path is None:
         raise ValueError("resume needs a checkpoint_path (the training state is kept beside it)")
     if not episodes:
         raise ValueError("no episodes to train on")
     device = resolve_device(config.device)
+    state_path = None if checkpoint_path is None else training_state_path(checkpoint_path)
+    state = None
+    if checkpoint_path is not None:
+        check_checkpoint_path(checkpoint_path, resume)
+        if resume and state_path.is_file():
+            state = _load_state(state_path)
     config = dataclasses.replace(
         config, policy=dataclasses.replace(config.policy, condition=METHODS[config.method])
     )
@@ -294,9 +324,8 @@ def train_policy(
         device,
     )
     run = _Run(config, data, device)
-    state_path = None if checkpoint_path is None else training_state_path(checkpoint_path)
-    if resume and state_path.is_file():
-        run.restore(torch.load(state_path, map_location="cpu", weights_only=True), state_path)
+    if state is not None:
+        run.restore(state, state_path)
 
     info = {
         "samples": float(data.policy_rows),
@@ -305,33 +334,61 @@ def train_policy(
     }
     condition = weight = None
     labelled = run.value is None
-    bar = tqdm(total=run.total_steps, initial=run.step, disable=not progress, desc=config.method)
-    while run.step < run.total_steps:
-        if run.step < run.value_steps:
-            losses = run.value.update(data, config.batch_size, run.generator)
-        else:
-            if not labelled:
-                condition, weight, info = _labels(run, info)
-                labelled = True
-            losses = _policy_step(run, condition, weight)
-        for name, loss in losses.items():
-            run.history[name].append(loss)
-        run.step += 1
-        bar.update()
-        if run.step % 100 == 0:
-            bar.set_postfix(losses)
-        save_now = config.save_every and run.step % config.save_every == 0
-        if state_path is not None and (save_now or run.step == run.value_steps):
-            atomic_save(run.state(), state_path)
-    bar.close()
+    # closed on an error too, so that the error starts on a line of its own
+    with tqdm(
+        total=run.total_steps, initial=run.step, disable=not progress, desc=config.method
+    ) as bar:
+        while run.step < run.total_steps:
+            if run.step < run.value_steps:
+                losses = run.value.update(data, config.batch_size, run.generator)
+            else:
+                if not labelled:
+                    condition, weight, info = _labels(run, info)
+                    labelled = True
+                losses = _policy_step(run, condition, weight)
+            for name, loss in losses.items():
+                if not math.isfinite(loss):
+                    raise ValueError(_diverged(run, run.step, f"{name} is {loss}"))
+                run.history[name].append(loss)
+            run.step += 1
+            bar.update()
+            if run.step % 100 == 0:
+                bar.set_postfix(losses)
+            save_now = config.save_every and run.step % config.save_every == 0
+            if state_path is not None and (save_now or run.step == run.value_steps):
+                atomic_save(run.state(), state_path)
     if not labelled:  # resumed after the end: still report the labels
         _, _, info = _labels(run, info)
 
     policy = run.policy.eval()
+    if not all(value.isfinite().all() for value in policy.state_dict().values()):
+        raise ValueError(_diverged(run, run.step - 1, "the last step left non-finite weights"))
     if checkpoint_path is not None:
         atomic_save(run.state(), state_path)
         policy.save(checkpoint_path)
     return TrainResult(policy=policy, history=run.history, info=info)
+
+
+def _load_state(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file fails in pickle, zip or torch code
+        raise ValueError(
+            f"{path} is not a readable training-state file ({type(error).__name__}); write to "
+            "another path, or delete it and its checkpoint to train afresh"
+        ) from None
+
+
+def _diverged(run: _Run, step: int, what: str) -> str:
+    """The error of a run whose loss or weights became inf or NaN at (0-based) `step`."""
+    if step < run.value_steps:
+        phase = f"value-function step {step + 1} of {run.value_steps}"
+    else:
+        phase = f"policy step {step - run.value_steps + 1} of {run.config.steps}"
+    return (
+        f"training diverged at {phase}: {what}; no checkpoint was written. Train with a lower "
+        f"learning_rate (this run: {run.config.learning_rate:g})"
+    )
 
 
 def _labels(
