@@ -103,3 +103,13 @@ def test_collect_refuses_an_existing_bag_directory(tmp_path, capsys):
     out.mkdir()
     assert main(["collect", "--episodes", "1", "--out", str(out)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_collect_refuses_bad_arguments_before_simulating(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "demos"
+    assert main(["collect", "--episodes", "1", "--out", str(out)]) == 2
+    assert "file is a file, not a directory" in capsys.readouterr().err
+    assert main(["collect", "--seed", "-1", "--out", str(tmp_path / "demos")]) == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -173,6 +175,33 @@ def test_guidance_needs_a_target(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="target policy"):
         model.sample(4, guidance=1.0, progress=False)
+    target = GaussianTarget(reach_target, model.action_std)
+    for guidance in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            model.sample(4, guidance=guidance, target_log_prob=target.log_prob, progress=False)
+
+
+def test_model_load_refuses_other_files_and_save_leaves_no_partial_file(
+    trained, tmp_path, monkeypatch
+):
+    model, _ = trained
+    other = tmp_path / "other.pt"
+    for content in (b"", b"garbage"):
+        other.write_bytes(content)
+        with pytest.raises(ValueError, match="is not a PGD trajectory model"):
+            TrajectoryModel.load(other)
+    torch.save({"format": "cfgrl_ros.pgd_trajectory_model", "format_version": 1}, other)
+    with pytest.raises(ValueError, match="damaged PGD trajectory model"):
+        TrajectoryModel.load(other)
+
+    def interrupted_save(payload, file):
+        Path(file).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "pgd.pt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["other.pt"]
 
 
 def test_model_save_and_load_sample_identically(trained, tmp_path):
@@ -267,22 +296,28 @@ def test_synthetic_bag_reads_back_marked_synthetic(trained, tmp_path):
         np.testing.assert_array_equal(after.actions[:, 6] > 0, before.actions[:, 6] > 0)
 
 
-def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes, tmp_path, capsys):
-    from cfgrl_ros.cli.main import main
-    from cfgrl_ros.data.bag_reader import read_bag
+@pytest.fixture(scope="module")
+def synthesize_inputs(episodes, tmp_path_factory):
+    """A bag of 12 recorded episodes and an untrained state-only policy, in one folder."""
     from cfgrl_ros.data.bag_writer import EpisodeBagWriter
     from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 
-    with EpisodeBagWriter(tmp_path / "demos") as writer:
+    folder = tmp_path_factory.mktemp("synthesize_inputs")
+    with EpisodeBagWriter(folder / "demos") as writer:
         for episode in episodes[:12]:
             writer.write(episode)
-    FlowPolicy(PolicyConfig(hidden_dims=(32,), state_hidden_dims=(32,))).save(tmp_path / "p.pt")
-    command = [
+    FlowPolicy(PolicyConfig(hidden_dims=(32,), state_hidden_dims=(32,))).save(folder / "p.pt")
+    return folder
+
+
+def synthesize_command(inputs) -> list[str]:
+    """A `synthesize` command line that trains and samples in about a second (no --model/--out)."""
+    return [
         "synthesize",
         "--bag",
-        str(tmp_path / "demos"),
+        str(inputs / "demos"),
         "--policy",
-        str(tmp_path / "p.pt"),
+        str(inputs / "p.pt"),
         "--guidance",
         "2",
         "--trajectories",
@@ -295,10 +330,17 @@ def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes
         "16",
         "--denoising-steps",
         "4",
-        "--model",
-        str(tmp_path / "pgd.pt"),
         "--no-progress",
     ]
+
+
+def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(
+    synthesize_inputs, tmp_path, capsys
+):
+    from cfgrl_ros.cli.main import main
+    from cfgrl_ros.data.bag_reader import read_bag
+
+    command = [*synthesize_command(synthesize_inputs), "--model", str(tmp_path / "pgd.pt")]
     assert main([*command, "--out", str(tmp_path / "synthetic")]) == 0
     assert (tmp_path / "pgd.pt").is_file()
     read = read_bag(tmp_path / "synthetic", image_keys=())
@@ -309,7 +351,8 @@ def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes
     assert main([*command, "--out", str(tmp_path / "again")]) == 1  # exists: refused
 
     # The consumer side: pretrain on recorded + synthetic bags with a mix ratio.
-    pretrain = ["pretrain", "--bag", str(tmp_path / "demos"), "--bag", str(tmp_path / "synthetic")]
+    demos = synthesize_inputs / "demos"
+    pretrain = ["pretrain", "--bag", str(demos), "--bag", str(tmp_path / "synthetic")]
     pretrain += ["--method", "bc", "--steps", "2", "--device", "cpu", "--synthetic-ratio"]
     capsys.readouterr()
     assert main([*pretrain, "0", "--out", str(tmp_path / "real_only.pt")]) == 0
@@ -317,6 +360,106 @@ def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(episodes
     assert main([*pretrain, "100", "--out", str(tmp_path / "mixed.pt")]) == 0
     printed = capsys.readouterr().err
     assert "17 episodes (" in printed and "; 5 synthetic)" in printed
+
+
+def test_synthesize_never_overwrites_a_model_file_it_cannot_reuse(
+    synthesize_inputs, tmp_path, capsys
+):
+    from cfgrl_ros.cli.main import main
+
+    command = [*synthesize_command(synthesize_inputs), "--out", str(tmp_path / "synthetic")]
+    policy = synthesize_inputs / "p.pt"
+    policy_bytes = policy.read_bytes()
+    assert main([*command, "--model", str(policy)]) == 1  # the probe's lost policy
+    assert policy.read_bytes() == policy_bytes
+    assert "p.pt is not a PGD trajectory model" in capsys.readouterr().err
+
+    # A trajectory model trained with other settings is refused before training, kept as it is.
+    model = tmp_path / "pgd.pt"
+    assert main([*command, "--model", str(model)]) == 0
+    model_bytes = model.read_bytes()
+    again = [*command[:-1], str(tmp_path / "again"), "--model", str(model)]
+    assert main([*again, "--horizon", "6"]) == 1
+    assert model.read_bytes() == model_bytes and not (tmp_path / "again").exists()
+    assert "trained with --horizon 8 (now 6)" in capsys.readouterr().err
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model at all")
+    assert main([*again, "--model", str(garbage)]) == 1
+    assert garbage.read_bytes() == b"not a model at all"
+    assert "torch cannot read it" in capsys.readouterr().err
+
+    # Paths where no model file can be written fail before the bags are read.
+    (tmp_path / "file").write_text("")
+    for unusable in (tmp_path, tmp_path / "file" / "pgd.pt"):
+        assert main([*again, "--model", str(unusable)]) == 1
+        printed = capsys.readouterr().err
+        assert f"--model {unusable}" in printed and "episodes" not in printed
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--guidance", "nan"),
+        ("--guidance", "inf"),
+        ("--target-std", "nan"),
+        ("--target-std", "0"),
+        ("--denoising-steps", "0"),
+        ("--decode-steps", "0"),
+        ("--policy-guidance-weight", "nan"),
+    ],
+)
+def test_synthesize_checks_its_numbers_before_reading_bags(
+    synthesize_inputs, tmp_path, capsys, flag, value
+):
+    from cfgrl_ros.cli.main import main
+
+    command = [*synthesize_command(synthesize_inputs), "--model", str(tmp_path / "pgd.pt")]
+    assert main([*command, flag, value, "--out", str(tmp_path / "synthetic")]) == 1
+    printed = capsys.readouterr().err
+    assert f"{flag} must be" in printed and "episodes" not in printed
+    assert not (tmp_path / "pgd.pt").exists()  # nothing was trained
+
+
+def test_synthesize_refuses_an_out_under_a_file_before_training(
+    synthesize_inputs, tmp_path, capsys
+):
+    from cfgrl_ros.cli.main import main
+
+    (tmp_path / "file").write_text("")
+    command = [*synthesize_command(synthesize_inputs), "--model", str(tmp_path / "pgd.pt")]
+    assert main([*command, "--out", str(tmp_path / "file" / "synthetic")]) == 1
+    assert "file is a file, not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "pgd.pt").exists()
+
+
+def test_interrupted_synthesize_says_what_it_kept(synthesize_inputs, tmp_path, capsys, monkeypatch):
+    from cfgrl_ros.cli.main import main
+    from cfgrl_ros.data.bag_writer import EpisodeBagWriter
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    model = tmp_path / "pgd.pt"
+    command = [*synthesize_command(synthesize_inputs), "--model", str(model)]
+    command += ["--out", str(tmp_path / "synthetic")]
+    with monkeypatch.context() as patch:
+        patch.setattr(TrajectoryModel, "fit", interrupt)
+        assert main(command) == 130
+    printed = capsys.readouterr().err
+    assert "interrupted; " in printed and "no trajectory model was written" in printed
+    assert not model.exists()
+
+    # Interrupted while writing the bag: the trained model is on disk and reused next time.
+    with monkeypatch.context() as patch:
+        patch.setattr(EpisodeBagWriter, "write", interrupt)
+        assert main(command) == 130
+    printed = capsys.readouterr().err
+    assert f"{tmp_path / 'synthetic'} was not written" in printed
+    assert f"the trajectory model {model} is kept" in printed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pgd.pt"]  # no partial bag
+    assert main(command) == 0
+    assert "loaded the trajectory model" in capsys.readouterr().err
 
 
 def test_synthetic_ratio_keeps_every_recorded_episode_and_a_budget_of_synthetic_ones(episodes):

@@ -38,13 +38,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter
+    from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter, check_new_bag_dir
     from cfgrl_ros.sim.env import CONTROL_RATE, FrankaSimEnv
     from cfgrl_ros.sim.expert import ScriptedExpert
     from cfgrl_ros.sim.rollout import expert_episode
 
     if args.episodes < 1:
         print(f"cfgrl-ros collect: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        # The episode seeds seed + i feed numpy generators, which take no negative seeds.
+        print(f"cfgrl-ros collect: --seed must be >= 0, got {args.seed}", file=sys.stderr)
+        return 2
+    try:
+        check_new_bag_dir(args.out)  # before starting the simulator
+    except BagWriteError as error:
+        print(f"cfgrl-ros collect: {error}", file=sys.stderr)
         return 2
     try:
         env = FrankaSimEnv(

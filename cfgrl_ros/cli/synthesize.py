@@ -2,12 +2,14 @@
 
 Reads the episodes of every --bag (low-dimensional observations; cameras are not read), trains
 a flow-matching model of their sub-trajectories (state, action, reward, done) of --horizon
-ticks, or loads it from --model when it was trained on the same data and settings, then samples
---trajectories windows whose actions are guided toward the target policy with strength
---guidance (lambda; 0 gives plain behaviour-distribution samples). The target is the frozen
---policy decoding zero start noise, or the noise that the DSRL --agent chooses; the guidance
-pulls toward its first chunk action with a Gaussian of --target-std (default: the spread of the
-recorded actions, which makes lambda the rate at which guided actions relax toward the target's).
+ticks and writes it to --model, or loads it from --model when that file exists (a file that is
+not a trajectory model, or one trained on other data or settings, is refused, never
+overwritten), then samples --trajectories windows whose actions are guided toward the target
+policy with strength --guidance (lambda; 0 gives plain behaviour-distribution samples). The
+target is the frozen --policy decoding zero start noise, or the noise that the DSRL --agent
+chooses; the guidance pulls toward its first chunk action with a Gaussian of --target-std
+(default: the spread of the recorded actions, which makes lambda the rate at which guided
+actions relax toward the target's).
 
 Each window becomes one episode: it ends at the first tick the model marks done (a success) or
 runs --horizon ticks (a truncated, unsuccessful episode). The bag --out is marked synthetic in
@@ -18,6 +20,7 @@ read it like a recording (Episode.synthetic is True for its episodes).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -57,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         type=Path,
-        help="trajectory model file: loaded when it matches the data and settings, else "
-        f"trained and written there (default: a file per data set in {DEFAULT_CACHE})",
+        help="trajectory model file: loaded when it exists (it must have been trained on the "
+        "same data and settings), else trained and written there (default: a file per data set "
+        f"in {DEFAULT_CACHE})",
     )
     parser.add_argument(
         "--train-steps", type=int, default=defaults.train_steps, help="trajectory model steps"
@@ -100,18 +104,32 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the numeric flags, if anything: checked before any data is read."""
+    # `not x >= 0` and isfinite also catch nan, which every comparison lets through.
+    if not math.isfinite(args.guidance) or args.guidance < 0:
+        return f"--guidance must be a finite number >= 0, got {args.guidance}"
+    if args.target_std is not None and not (math.isfinite(args.target_std) and args.target_std > 0):
+        return f"--target-std must be a finite number > 0, got {args.target_std}"
+    weight = args.policy_guidance_weight
+    if weight is not None and not math.isfinite(weight):
+        return f"--policy-guidance-weight must be a finite number, got {weight}"
+    for flag in ("trajectories", "denoising_steps", "decode_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return f"--{flag.replace('_', '-')} must be >= 1, got {value}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.guidance < 0:
-        return _fail(f"--guidance must be >= 0, got {args.guidance}")
-    if args.trajectories < 1:
-        return _fail(f"--trajectories must be >= 1, got {args.trajectories}")
-    if args.out.exists():
-        return _fail(f"{args.out} exists; choose a new bag directory or delete it")
+    problem = _argument_problem(args)
+    if problem is not None:
+        return _fail(problem)
 
     from tqdm.auto import tqdm
 
     from cfgrl_ros.data.bag_reader import BagError, read_bags
-    from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter
+    from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter, check_new_bag_dir
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.pgd.diffusion import TrajectoryModelConfig
     from cfgrl_ros.pgd.target import GaussianTarget, flow_policy_action
@@ -120,67 +138,91 @@ def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     progress = not args.no_progress
+    model_path: Path | None = None  # set once the trajectory model is on disk
     try:
-        device = resolve_device(args.device)
-        config = TrajectoryModelConfig(
-            horizon=args.horizon, train_steps=args.train_steps, batch_size=args.batch_size
-        )
-        topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
-        episodes = read_bags(args.bag, topic_map, image_keys=())
-        recorded = [episode for episode in episodes if not episode.synthetic]
-        if len(recorded) < len(episodes):
-            # A model of its own samples would drift further from the real dynamics each round.
-            print(
-                f"ignoring {len(episodes) - len(recorded)} synthetic episodes: the trajectory "
-                "model learns from recorded ones only",
-                file=sys.stderr,
+        try:
+            check_new_bag_dir(args.out)
+            device = resolve_device(args.device)
+            config = TrajectoryModelConfig(
+                horizon=args.horizon, train_steps=args.train_steps, batch_size=args.batch_size
             )
-        if not recorded:
-            raise ValueError(f"the bags {args.bag} hold no recorded (non-synthetic) episodes")
-        episodes = recorded
-        windows = sub_trajectories(episodes, args.horizon)
-        policy = FlowPolicy.load(args.policy, device=device)
-        noise_agent = None
-        if args.agent:
-            from cfgrl_ros.dsrl.agent import NoiseAgent
+            given_model = _given_model(args.model, device)
+            topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
+            episodes = read_bags(args.bag, topic_map, image_keys=())
+            recorded = [episode for episode in episodes if not episode.synthetic]
+            if len(recorded) < len(episodes):
+                # A model of its own samples would drift further from the real dynamics each
+                # round.
+                print(
+                    f"ignoring {len(episodes) - len(recorded)} synthetic episodes: the "
+                    "trajectory model learns from recorded ones only",
+                    file=sys.stderr,
+                )
+            if not recorded:
+                raise ValueError(f"the bags {args.bag} hold no recorded (non-synthetic) episodes")
+            episodes = recorded
+            windows = sub_trajectories(episodes, args.horizon)
+            if given_model is not None:
+                _check_given_model(given_model, args.model, windows, config)
+            policy = FlowPolicy.load(args.policy, device=device)
+            noise_agent = None
+            if args.agent:
+                from cfgrl_ros.dsrl.agent import NoiseAgent
 
-            noise_agent = NoiseAgent.load(args.agent, policy, device=str(device))
-        target_action = flow_policy_action(
-            policy,
-            noise_agent,
-            guidance_weight=_policy_guidance_weight(args, noise_agent),
-            decode_steps=args.decode_steps,
+                noise_agent = NoiseAgent.load(args.agent, policy, device=str(device))
+            target_action = flow_policy_action(
+                policy,
+                noise_agent,
+                guidance_weight=_policy_guidance_weight(args, noise_agent),
+                decode_steps=args.decode_steps,
+            )
+        except (BagError, BagWriteError, ValueError, FileNotFoundError) as error:
+            return _fail(str(error))
+        successes = sum(episode.success for episode in episodes)
+        print(
+            f"{len(episodes)} episodes ({successes} successful) -> {len(windows)} windows of "
+            f"{args.horizon} ticks",
+            file=sys.stderr,
         )
-    except (BagError, ValueError, FileNotFoundError) as error:
-        return _fail(str(error))
-    successes = sum(episode.success for episode in episodes)
-    print(
-        f"{len(episodes)} episodes ({successes} successful) -> {len(windows)} windows of "
-        f"{args.horizon} ticks",
-        file=sys.stderr,
-    )
 
-    model = _trajectory_model(windows, config, args.model, device, args.seed, progress)
-    try:
-        target = GaussianTarget(
-            target_action, model.action_std if args.target_std is None else args.target_std
+        if given_model is not None:
+            model, model_path = given_model, args.model
+            print(f"loaded the trajectory model {model_path}", file=sys.stderr)
+        else:
+            model, model_path = _trajectory_model(
+                windows, config, args.model, device, args.seed, progress
+            )
+        try:
+            target = GaussianTarget(
+                target_action, model.action_std if args.target_std is None else args.target_std
+            )
+            synthetic = model.sample(
+                args.trajectories,
+                denoising_steps=args.denoising_steps,
+                guidance=args.guidance,
+                target_log_prob=target.log_prob,
+                seed=args.seed,
+                progress=progress,
+            )
+            synthetic_episodes = episodes_from_windows(synthetic, args.horizon)
+            with EpisodeBagWriter(
+                args.out, storage=args.storage, topic_map=topic_map, synthetic=True
+            ) as writer:
+                for episode in tqdm(synthetic_episodes, desc="write bag", disable=not progress):
+                    writer.write(episode)
+        except (BagWriteError, ValueError) as error:
+            return _fail(str(error))
+    except KeyboardInterrupt:
+        # The bag writer removes its partial bag: a bag that exists is complete.
+        kept = (
+            f"; the trajectory model {model_path} is kept and the same command reuses it"
+            if model_path is not None
+            else "; no trajectory model was written"
         )
-        synthetic = model.sample(
-            args.trajectories,
-            denoising_steps=args.denoising_steps,
-            guidance=args.guidance,
-            target_log_prob=target.log_prob,
-            seed=args.seed,
-            progress=progress,
+        print(
+            f"cfgrl-ros synthesize: interrupted; {args.out} was not written{kept}", file=sys.stderr
         )
-        synthetic_episodes = episodes_from_windows(synthetic, args.horizon)
-        with EpisodeBagWriter(
-            args.out, storage=args.storage, topic_map=topic_map, synthetic=True
-        ) as writer:
-            for episode in tqdm(synthetic_episodes, desc="write bag", disable=not progress):
-                writer.write(episode)
-    except (BagWriteError, ValueError) as error:
-        return _fail(str(error))
+        return 130
     successes = sum(episode.success for episode in synthetic_episodes)
     ticks = sum(len(episode) for episode in synthetic_episodes)
     print(
@@ -197,6 +239,61 @@ def _policy_guidance_weight(args: argparse.Namespace, noise_agent: NoiseAgent | 
     return noise_agent.guidance_weight if noise_agent is not None else 1.0
 
 
+def _given_model(path: Path | None, device: torch.device) -> TrajectoryModel | None:
+    """The trajectory model in the --model file, or None when there is nothing to load (no
+    --model, or a file still to be written). ValueError for a path that cannot be used: a
+    --model file is never overwritten, since it may be something else the user keeps."""
+    if path is None:
+        return None
+    from cfgrl_ros.pgd.diffusion import TrajectoryModel
+
+    keep = (
+        "it is left as it is: pass another --model path (a new file is trained there), or delete it"
+    )
+    if path.is_file():
+        try:
+            return TrajectoryModel.load(path, device)
+        except ValueError as error:
+            raise ValueError(f"--model: {error}; {keep}") from error
+    if path.exists():
+        raise ValueError(
+            f"--model {path} exists and is not a file; name a file to load or write the "
+            f"trajectory model, e.g. {path / 'pgd_model.pt'}"
+        )
+    blocking = next((part for part in path.parents if part.exists() and not part.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(
+            f"--model {path} cannot be written: {blocking} is a file, not a directory; choose "
+            "another --model path"
+        )
+    return None
+
+
+def _check_given_model(
+    model: TrajectoryModel, path: Path, windows: np.ndarray, config: TrajectoryModelConfig
+) -> None:
+    """ValueError unless the --model file was trained on these windows with this config."""
+    from dataclasses import asdict
+
+    from cfgrl_ros.pgd.diffusion import data_fingerprint
+
+    if model.fingerprint == data_fingerprint(windows, config):
+        return
+    saved, wanted = asdict(model.config), asdict(config)
+    flags = {"horizon", "train_steps", "batch_size"}  # the rest of the config has no flag
+    changed = [
+        f"{'--' + name.replace('_', '-') if name in flags else name} {saved[name]} "
+        f"(now {wanted[name]})"
+        for name in wanted
+        if saved[name] != wanted[name]
+    ]
+    trained_on = f"with {', '.join(changed)}" if changed else "on other bags"
+    raise ValueError(
+        f"--model {path} holds a trajectory model trained {trained_on}; it is left as it is: "
+        "pass another --model path to train one for this data and these settings, or delete it"
+    )
+
+
 def _trajectory_model(
     windows: np.ndarray,
     config: TrajectoryModelConfig,
@@ -204,29 +301,32 @@ def _trajectory_model(
     device: torch.device,
     seed: int,
     progress: bool,
-) -> TrajectoryModel:
-    """The model cached at `path` (default: one per data set) if it was trained on these
-    windows with this config; else a newly trained one, written there."""
+) -> tuple[TrajectoryModel, Path]:
+    """A model trained on these windows with this config and the file it is in: the cached
+    one when `path` is None and the cache (one file per data set) has it, else a newly
+    trained one written to `path` (a new file: `_given_model` refuses existing ones) or the
+    cache."""
     import numpy as np
 
     from cfgrl_ros.pgd.diffusion import TrajectoryModel, data_fingerprint
 
-    fingerprint = data_fingerprint(windows, config)
-    path = path or DEFAULT_CACHE / f"{fingerprint[:16]}.pt"
-    if path.is_file():
-        try:
-            cached = TrajectoryModel.load(path, device)
-        except ValueError as error:
-            print(f"{error}; retraining", file=sys.stderr)
-        else:
-            if cached.fingerprint == fingerprint:
-                print(f"loaded the trajectory model {path}", file=sys.stderr)
-                return cached
-            print(f"{path} was trained on other data or settings; retraining", file=sys.stderr)
+    if path is None:
+        fingerprint = data_fingerprint(windows, config)
+        path = DEFAULT_CACHE / f"{fingerprint[:16]}.pt"
+        if path.is_file():  # the package's own cache: a stale or broken entry is replaced
+            try:
+                cached = TrajectoryModel.load(path, device)
+            except ValueError as error:
+                print(f"{error}; retraining", file=sys.stderr)
+            else:
+                if cached.fingerprint == fingerprint:
+                    print(f"loaded the trajectory model {path}", file=sys.stderr)
+                    return cached, path
+                print(f"{path} was trained on other data or settings; retraining", file=sys.stderr)
     model, losses = TrajectoryModel.fit(windows, config, device, seed, progress)
     model.save(path)
     print(
         f"trained the trajectory model (final loss {np.mean(losses[-100:]):.3f}), wrote {path}",
         file=sys.stderr,
     )
-    return model
+    return model, path

@@ -62,6 +62,23 @@ class BagWriteError(ValueError):
     """An episode or an output directory that cannot be written as a bag."""
 
 
+def check_new_bag_dir(out_dir: str | Path) -> None:
+    """Raise BagWriteError unless `out_dir` can be created as a new bag directory: callers
+    check before long work, so a bad path fails before anything is recorded or trained."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise BagWriteError(f"{out_dir} exists already; choose a new bag directory or delete it")
+    # Path.exists() is False under a file, and the directory could never be made there.
+    blocking = next(
+        (parent for parent in out_dir.parents if parent.exists() and not parent.is_dir()), None
+    )
+    if blocking is not None:
+        raise BagWriteError(
+            f"cannot create the bag directory {out_dir}: {blocking} is a file, not a directory; "
+            "choose another path"
+        )
+
+
 def _header(stamp_ns: int, frame_id: str) -> Any:
     return _Header(stamp=_Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
 
@@ -119,10 +136,7 @@ class EpisodeBagWriter:
             raise BagWriteError(f"compression {compression!r} is not one of {list(_COMPRESSION)}")
         if version not in (8, 9):
             raise BagWriteError(f"rosbag2 version {version} cannot be written; use 8 or 9")
-        if self.out_dir.exists():
-            raise BagWriteError(
-                f"{self.out_dir} exists already; choose a new bag directory or delete it"
-            )
+        check_new_bag_dir(self.out_dir)
         self.storage = storage
         self.compression = compression
         self.version = version

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -259,8 +261,8 @@ class TrajectoryModel:
                 f"need count, denoising_steps and batch_size >= 1, got {count}, "
                 f"{denoising_steps}, {batch_size}"
             )
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if not math.isfinite(guidance) or guidance < 0:  # nan passes every comparison
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
         if guidance > 0 and target_log_prob is None:
             raise ValueError("guidance > 0 needs a target policy (target_log_prob)")
         layout = self.layout
@@ -290,18 +292,21 @@ class TrajectoryModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "format_version": CHECKPOINT_VERSION,
-                "config": asdict(self.config),
-                "velocity": self.velocity.state_dict(),
-                "normaliser": self.normaliser.state_dict(),
-                "fingerprint": self.fingerprint,
-            },
-            tmp,
-        )
-        tmp.replace(path)  # atomic: a crash never leaves a half-written model
+        try:
+            torch.save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "format_version": CHECKPOINT_VERSION,
+                    "config": asdict(self.config),
+                    "velocity": self.velocity.state_dict(),
+                    "normaliser": self.normaliser.state_dict(),
+                    "fingerprint": self.fingerprint,
+                },
+                tmp,
+            )
+            tmp.replace(path)  # atomic: a crash never leaves a half-written model
+        finally:
+            tmp.unlink(missing_ok=True)  # left only when saving failed or was interrupted
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TrajectoryModel:
@@ -309,7 +314,16 @@ class TrajectoryModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trajectory model at {path}")
-        saved = torch.load(path, map_location=device, weights_only=True)
+        try:
+            with warnings.catch_warnings():
+                # torch warns about foreign pickles before failing on them: the error says it.
+                warnings.simplefilter("ignore", UserWarning)
+                saved = torch.load(path, map_location=device, weights_only=True)
+        except Exception as error:  # torch raises many kinds, with long texts, for other files
+            raise ValueError(
+                f"{path} is not a PGD trajectory model (torch cannot read it: "
+                f"{type(error).__name__})"
+            ) from error
         if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a PGD trajectory model")
         if saved.get("format_version") != CHECKPOINT_VERSION:
@@ -317,9 +331,12 @@ class TrajectoryModel:
                 f"{path} has format version {saved.get('format_version')}, this build reads "
                 f"version {CHECKPOINT_VERSION}"
             )
-        model = cls(TrajectoryModelConfig(**saved["config"]), device)
-        model.velocity.load_state_dict(saved["velocity"])
-        model.normaliser.load_state_dict(saved["normaliser"])
-        model.fingerprint = saved["fingerprint"]
+        try:
+            model = cls(TrajectoryModelConfig(**saved["config"]), device)
+            model.velocity.load_state_dict(saved["velocity"])
+            model.normaliser.load_state_dict(saved["normaliser"])
+            model.fingerprint = saved["fingerprint"]
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise ValueError(f"{path} is a damaged PGD trajectory model: {error!r}") from error
         model.velocity.eval()
         return model
