@@ -23,13 +23,18 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time: `--help` stays instant
+    from collections.abc import Callable
+
     import numpy as np
     import torch
 
+    from cfgrl_ros.data.episode import Episode
+    from cfgrl_ros.data.topic_map import TopicMap
     from cfgrl_ros.dsrl.agent import NoiseAgent
     from cfgrl_ros.pgd.diffusion import TrajectoryModel, TrajectoryModelConfig
 
@@ -126,92 +131,36 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return _fail(problem)
 
-    from tqdm.auto import tqdm
+    from cfgrl_ros.data.bag_reader import BagError
+    from cfgrl_ros.data.bag_writer import BagWriteError
 
-    from cfgrl_ros.data.bag_reader import BagError, read_bags
-    from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter, check_new_bag_dir
-    from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
-    from cfgrl_ros.pgd.diffusion import TrajectoryModelConfig
-    from cfgrl_ros.pgd.target import GaussianTarget, flow_policy_action
-    from cfgrl_ros.pgd.trajectories import episodes_from_windows, sub_trajectories
-    from cfgrl_ros.policy.checkpoint import resolve_device
-    from cfgrl_ros.policy.flow_policy import FlowPolicy
-
-    progress = not args.no_progress
+    try:
+        inputs = _read_inputs(args)
+    except (BagError, BagWriteError, ValueError, FileNotFoundError) as error:
+        return _fail(str(error))
+    successes = sum(episode.success for episode in inputs.episodes)
+    print(
+        f"{len(inputs.episodes)} episodes ({successes} successful) -> {len(inputs.windows)} "
+        f"windows of {args.horizon} ticks",
+        file=sys.stderr,
+    )
     model_path: Path | None = None  # set once the trajectory model is on disk
     try:
-        try:
-            check_new_bag_dir(args.out)
-            device = resolve_device(args.device)
-            config = TrajectoryModelConfig(
-                horizon=args.horizon, train_steps=args.train_steps, batch_size=args.batch_size
-            )
-            given_model = _given_model(args.model, device)
-            topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
-            episodes = read_bags(args.bag, topic_map, image_keys=())
-            recorded = [episode for episode in episodes if not episode.synthetic]
-            if len(recorded) < len(episodes):
-                # A model of its own samples would drift further from the real dynamics each
-                # round.
-                print(
-                    f"ignoring {len(episodes) - len(recorded)} synthetic episodes: the "
-                    "trajectory model learns from recorded ones only",
-                    file=sys.stderr,
-                )
-            if not recorded:
-                raise ValueError(f"the bags {args.bag} hold no recorded (non-synthetic) episodes")
-            episodes = recorded
-            windows = sub_trajectories(episodes, args.horizon)
-            if given_model is not None:
-                _check_given_model(given_model, args.model, windows, config)
-            policy = FlowPolicy.load(args.policy, device=device)
-            noise_agent = None
-            if args.agent:
-                from cfgrl_ros.dsrl.agent import NoiseAgent
-
-                noise_agent = NoiseAgent.load(args.agent, policy, device=str(device))
-            target_action = flow_policy_action(
-                policy,
-                noise_agent,
-                guidance_weight=_policy_guidance_weight(args, noise_agent),
-                decode_steps=args.decode_steps,
-            )
-        except (BagError, BagWriteError, ValueError, FileNotFoundError) as error:
-            return _fail(str(error))
-        successes = sum(episode.success for episode in episodes)
-        print(
-            f"{len(episodes)} episodes ({successes} successful) -> {len(windows)} windows of "
-            f"{args.horizon} ticks",
-            file=sys.stderr,
-        )
-
-        if given_model is not None:
-            model, model_path = given_model, args.model
+        if inputs.given_model is not None:
+            model, model_path = inputs.given_model, args.model
             print(f"loaded the trajectory model {model_path}", file=sys.stderr)
         else:
             model, model_path = _trajectory_model(
-                windows, config, args.model, device, args.seed, progress
+                inputs.windows,
+                inputs.config,
+                args.model,
+                inputs.device,
+                args.seed,
+                not args.no_progress,
             )
-        try:
-            target = GaussianTarget(
-                target_action, model.action_std if args.target_std is None else args.target_std
-            )
-            synthetic = model.sample(
-                args.trajectories,
-                denoising_steps=args.denoising_steps,
-                guidance=args.guidance,
-                target_log_prob=target.log_prob,
-                seed=args.seed,
-                progress=progress,
-            )
-            synthetic_episodes = episodes_from_windows(synthetic, args.horizon)
-            with EpisodeBagWriter(
-                args.out, storage=args.storage, topic_map=topic_map, synthetic=True
-            ) as writer:
-                for episode in tqdm(synthetic_episodes, desc="write bag", disable=not progress):
-                    writer.write(episode)
-        except (BagWriteError, ValueError) as error:
-            return _fail(str(error))
+        synthetic_episodes = _write_synthetic(args, inputs, model)
+    except (BagWriteError, ValueError) as error:
+        return _fail(str(error))
     except KeyboardInterrupt:
         # The bag writer removes its partial bag: a bag that exists is complete.
         kept = (
@@ -230,6 +179,97 @@ def run(args: argparse.Namespace) -> int:
         f"ticks, guidance {args.guidance:g}) to {args.out}"
     )
     return 0
+
+
+@dataclass
+class _Inputs:
+    """What the command reads before any training: checked data, settings and target."""
+
+    episodes: list[Episode]  # recorded ones only
+    windows: np.ndarray
+    config: TrajectoryModelConfig
+    device: torch.device
+    topic_map: TopicMap
+    given_model: TrajectoryModel | None  # the --model file, when it exists
+    target_action: Callable[[np.ndarray], np.ndarray]
+
+
+def _read_inputs(args: argparse.Namespace) -> _Inputs:
+    """Everything that can be refused before training (ValueError, BagError, ...)."""
+    from cfgrl_ros.data.bag_reader import read_bags
+    from cfgrl_ros.data.bag_writer import check_new_bag_dir
+    from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
+    from cfgrl_ros.pgd.diffusion import TrajectoryModelConfig
+    from cfgrl_ros.pgd.target import flow_policy_action
+    from cfgrl_ros.pgd.trajectories import sub_trajectories
+    from cfgrl_ros.policy.checkpoint import resolve_device
+    from cfgrl_ros.policy.flow_policy import FlowPolicy
+
+    check_new_bag_dir(args.out)
+    device = resolve_device(args.device)
+    config = TrajectoryModelConfig(
+        horizon=args.horizon, train_steps=args.train_steps, batch_size=args.batch_size
+    )
+    given_model = _given_model(args.model, device)
+    topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
+    episodes = read_bags(args.bag, topic_map, image_keys=())
+    recorded = [episode for episode in episodes if not episode.synthetic]
+    if len(recorded) < len(episodes):
+        # A model of its own samples would drift further from the real dynamics each round.
+        print(
+            f"ignoring {len(episodes) - len(recorded)} synthetic episodes: the trajectory model "
+            "learns from recorded ones only",
+            file=sys.stderr,
+        )
+    if not recorded:
+        raise ValueError(f"the bags {args.bag} hold no recorded (non-synthetic) episodes")
+    windows = sub_trajectories(recorded, args.horizon)
+    if given_model is not None:
+        _check_given_model(given_model, args.model, windows, config)
+    policy = FlowPolicy.load(args.policy, device=device)
+    noise_agent = None
+    if args.agent:
+        from cfgrl_ros.dsrl.agent import NoiseAgent
+
+        noise_agent = NoiseAgent.load(args.agent, policy, device=str(device))
+    target_action = flow_policy_action(
+        policy,
+        noise_agent,
+        guidance_weight=_policy_guidance_weight(args, noise_agent),
+        decode_steps=args.decode_steps,
+    )
+    return _Inputs(recorded, windows, config, device, topic_map, given_model, target_action)
+
+
+def _write_synthetic(
+    args: argparse.Namespace, inputs: _Inputs, model: TrajectoryModel
+) -> list[Episode]:
+    """Sample the guided windows and write them to the bag --out; its episodes."""
+    from tqdm.auto import tqdm
+
+    from cfgrl_ros.data.bag_writer import EpisodeBagWriter
+    from cfgrl_ros.pgd.target import GaussianTarget
+    from cfgrl_ros.pgd.trajectories import episodes_from_windows
+
+    progress = not args.no_progress
+    target = GaussianTarget(
+        inputs.target_action, model.action_std if args.target_std is None else args.target_std
+    )
+    synthetic = model.sample(
+        args.trajectories,
+        denoising_steps=args.denoising_steps,
+        guidance=args.guidance,
+        target_log_prob=target.log_prob,
+        seed=args.seed,
+        progress=progress,
+    )
+    episodes = episodes_from_windows(synthetic, args.horizon)
+    with EpisodeBagWriter(
+        args.out, storage=args.storage, topic_map=inputs.topic_map, synthetic=True
+    ) as writer:
+        for episode in tqdm(episodes, desc="write bag", disable=not progress):
+            writer.write(episode)
+    return episodes
 
 
 def _policy_guidance_weight(args: argparse.Namespace, noise_agent: NoiseAgent | None) -> float:
