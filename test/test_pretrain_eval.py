@@ -216,7 +216,12 @@ def test_eval_reports_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--policy", "x.pt", "--w", "0,one"])
     assert "comma-separated numbers" in capsys.readouterr().err
-    for flag, value, message in (("--seed", "-1", ">= 0"), ("--flow-steps", "0", ">= 1")):
+    for flag, value, message in (
+        ("--seed", "-1", ">= 0"),
+        ("--flow-steps", "0", ">= 1"),
+        ("--episodes", "0", ">= 1"),
+        ("--exec-horizon", "0", ">= 1"),
+    ):
         with pytest.raises(SystemExit):
             main(["eval", "--policy", "x.pt", flag, value])
         assert f"argument {flag}: must be {message}, got {value}" in capsys.readouterr().err

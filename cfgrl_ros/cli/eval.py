@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="policy checkpoint (cfgrl-ros pretrain)",
     )
     parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per guidance weight")
+    parser.add_argument(
+        "--episodes", type=_integer_at_least(1), default=20, help="episodes per guidance weight"
+    )
     parser.add_argument(
         "--w", type=_weights, default="0,1,3", help="guidance weights, comma-separated"
     )
@@ -57,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=_integer_at_least(0), default=0, help="episode i resets with seed + i"
     )
     parser.add_argument(
-        "--exec-horizon", type=int, default=4, help="actions executed from each sampled chunk"
+        "--exec-horizon",
+        type=_integer_at_least(1),
+        default=4,
+        help="actions executed from each sampled chunk (at most the policy's chunk length)",
     )
     parser.add_argument(
         "--flow-steps",

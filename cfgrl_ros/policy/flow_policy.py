@@ -424,8 +424,11 @@ class FlowPolicy(nn.Module):
             raise FileNotFoundError(f"no policy checkpoint at {path}")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"{path} is not a readable policy checkpoint: {error}") from error
+        except Exception as error:  # torch's texts for foreign files are long or cryptic ("101")
+            raise ValueError(
+                f"{path} is not a readable policy checkpoint (torch cannot load it: "
+                f"{type(error).__name__}); pass a file written by `cfgrl-ros pretrain`"
+            ) from error
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a cfgrl_ros flow policy checkpoint")
         if payload.get("format_version") != CHECKPOINT_VERSION:
