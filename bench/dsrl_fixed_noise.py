@@ -1,0 +1,97 @@
+"""Is an adapted noise actor's gain state-dependent steering, or a better fixed noise?
+
+    nice python bench/dsrl_fixed_noise.py --policy runs/heldout/policy.pt \
+        runs/dsrl_lift_heldout/dsrl_na_seed0 runs/dsrl_lift_heldout/dsrl_na_seed1
+
+For each finished `cfgrl-ros adapt` run (a folder with agent/ and summary.json): its
+deterministic noise actor plays the run's own evaluation episodes (same initial states, same
+guidance weight) while every noise it gives is recorded; then the mean of those noises is fed
+at every decision of the same episodes. If the fixed mean noise does as well as the actor, the
+actor has found a better noise than the policy's mode, not a state-dependent one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class FixedNoise:
+    """In place of a noise agent: the same start noise at every decision."""
+
+    def __init__(self, noise: np.ndarray, guidance_weight: float) -> None:
+        self.fixed = noise.astype(np.float32)
+        self.guidance_weight = guidance_weight
+
+    def noise(self, features: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.fixed
+
+
+class RecordedActor:
+    """The agent's deterministic noise actor, keeping every noise it gives."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+        self.guidance_weight = agent.guidance_weight
+        self.noises: list[np.ndarray] = []
+
+    def noise(self, features: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        noise = self.agent.noise(features, deterministic=True)
+        self.noises.append(noise)
+        return noise
+
+
+def compare(run: Path, policy_path: Path) -> str:
+    from cfgrl_ros.cli.adapt import AGENT_DIR, EVAL_SEED_OFFSET
+    from cfgrl_ros.dsrl.agent import NoiseAgent, make_noise_env
+    from cfgrl_ros.dsrl.rollout import run_episode
+    from cfgrl_ros.evaluation import make_env
+    from cfgrl_ros.policy.flow_policy import FlowPolicy
+
+    summary = json.loads((run / "summary.json").read_text())
+    policy = FlowPolicy.load(policy_path, device="cpu")
+    agent = NoiseAgent.load(run / AGENT_DIR, policy, device="cpu")
+    agent.set_guidance_weight(summary["guidance_weight"])
+    env = make_noise_env(
+        make_env(policy, summary["task"], None), policy, agent.guidance_weight, agent.config
+    )
+    seeds = [
+        agent.config.seed + EVAL_SEED_OFFSET + index for index in range(summary["eval_episodes"])
+    ]
+    try:
+        actor = RecordedActor(agent)
+        by_actor = [run_episode(env, actor, seed=seed).success for seed in seeds]
+        noises = np.stack(actor.noises)
+        mean = noises.mean(axis=0)
+        fixed = FixedNoise(mean, agent.guidance_weight)
+        by_mean = [run_episode(env, fixed, seed=seed).success for seed in seeds]
+    finally:
+        env.close()
+    spread = np.linalg.norm(noises - mean, axis=(1, 2)).mean()
+    return (
+        f"| {run.name} | {np.mean(by_actor):.0%} | {np.mean(by_mean):.0%} | "
+        f"{np.linalg.norm(mean):.2f} | {spread:.2f} | {len(noises)} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="finished `cfgrl-ros adapt` folders")
+    parser.add_argument("--policy", type=Path, required=True, help="the runs' frozen policy")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        "| run | actor | its mean noise, fixed | mean noise norm | actor's mean distance from it "
+        "| decisions |"
+    )
+    print("|---|---|---|---|---|---|")
+    for run in args.runs:
+        print(compare(run, args.policy), flush=True)
+
+
+if __name__ == "__main__":
+    main()
