@@ -110,6 +110,8 @@ def test_collect_refuses_bad_arguments_before_simulating(tmp_path, capsys):
     out = tmp_path / "file" / "demos"
     assert main(["collect", "--episodes", "1", "--out", str(out)]) == 2
     assert "file is a file, not a directory" in capsys.readouterr().err
-    assert main(["collect", "--seed", "-1", "--out", str(tmp_path / "demos")]) == 2
-    assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_code:
+        main(["collect", "--seed", "-1", "--out", str(tmp_path / "demos")])
+    assert exit_code.value.code == 2
+    assert "argument --seed: must be >= 0, got -1" in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]

@@ -415,9 +415,10 @@ def test_synthesize_checks_its_numbers_before_reading_bags(
     from cfgrl_ros.cli.main import main
 
     command = [*synthesize_command(synthesize_inputs), "--model", str(tmp_path / "pgd.pt")]
-    assert main([*command, flag, value, "--out", str(tmp_path / "synthetic")]) == 1
-    printed = capsys.readouterr().err
-    assert f"{flag} must be" in printed and "episodes" not in printed
+    with pytest.raises(SystemExit) as exit_code:
+        main([*command, flag, value, "--out", str(tmp_path / "synthetic")])
+    assert exit_code.value.code == 2
+    assert f"argument {flag}: must be" in capsys.readouterr().err
     assert not (tmp_path / "pgd.pt").exists()  # nothing was trained
 
 

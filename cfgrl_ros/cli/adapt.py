@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cfgrl_ros.cli.arguments import finite_number, integer_at_least
 from cfgrl_ros.sim.env import TASKS
 
 AGENT_DIR = "agent"
@@ -33,9 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="policy checkpoint (cfgrl-ros pretrain)")
     parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
     parser.add_argument("--algo", default="dsrl_na", choices=["dsrl_na", "dsrl_sac"])
-    parser.add_argument("--episodes", type=int, default=100, help="online training episodes")
     parser.add_argument(
-        "--seed", type=int, default=0, help="agent seed; episode i resets with seed+i"
+        "--episodes", type=integer_at_least(0), default=100, help="online training episodes"
+    )
+    parser.add_argument(
+        "--seed",
+        type=integer_at_least(0),
+        default=0,
+        help="agent seed; episode i resets with seed+i",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder, resumed if present")
     parser.add_argument(
@@ -64,15 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--offline-updates",
-        type=int,
+        type=integer_at_least(0),
         default=2000,
         help="updates on offline data before going online",
     )
     parser.add_argument(
-        "--w", type=float, default=1.0, help="guidance weight the policy decodes at"
+        "--w",
+        type=finite_number(0.0),
+        default=1.0,
+        help="guidance weight the policy decodes at (0: behaviour cloning, 1: conditioned, "
+        ">1: further)",
     )
     parser.add_argument(
-        "--eval-episodes", type=int, default=20, help="final evaluation episodes, >= 20"
+        "--eval-episodes",
+        type=integer_at_least(20),
+        default=20,
+        help="final evaluation episodes (at least 20 for a meaningful rate)",
     )
     parser.add_argument("--utd", type=int, default=defaults.utd, help="updates per decision")
     parser.add_argument(
@@ -202,21 +215,6 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.episodes < 0:
-        return _fail(f"--episodes must be >= 0, got {args.episodes}")
-    if args.eval_episodes < 20:
-        return _fail(
-            f"--eval-episodes must be >= 20 for a meaningful rate, got {args.eval_episodes}"
-        )
-    if args.seed < 0:
-        return _fail(f"--seed must be >= 0, got {args.seed}")
-    if not (np.isfinite(args.w) and args.w >= 0):
-        return _fail(
-            f"--w must be a finite number >= 0 (0: behaviour cloning, 1: conditioned, >1: "
-            f"further), got {args.w}"
-        )
-    if args.offline_updates < 0:
-        return _fail(f"--offline-updates must be >= 0, got {args.offline_updates}")
     if args.out.exists() and not args.out.is_dir():
         return _fail(f"--out {args.out} is a file: give a folder for the run")
     if (args.out / "metadata.yaml").is_file():

@@ -12,16 +12,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from cfgrl_ros.cli.arguments import integer_at_least
 from cfgrl_ros.sim.env import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
-    parser.add_argument("--episodes", type=int, default=50, help="episodes to record")
+    parser.add_argument(
+        "--episodes", type=integer_at_least(1), default=50, help="episodes to record"
+    )
     parser.add_argument(
         "--noise", type=float, default=0.0, help="expert noise (0: near-perfect; 1: mostly fails)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="episode i resets with seed + i")
+    parser.add_argument(
+        "--seed", type=integer_at_least(0), default=0, help="episode i resets with seed + i"
+    )
     parser.add_argument("--out", required=True, type=Path, help="bag directory to create")
     parser.add_argument(
         "--storage", default="mcap", choices=["mcap", "sqlite3"], help="rosbag2 storage format"
@@ -43,13 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.sim.expert import ScriptedExpert
     from cfgrl_ros.sim.rollout import expert_episode
 
-    if args.episodes < 1:
-        print(f"cfgrl-ros collect: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
-        return 2
-    if args.seed < 0:
-        # The episode seeds seed + i feed numpy generators, which take no negative seeds.
-        print(f"cfgrl-ros collect: --seed must be >= 0, got {args.seed}", file=sys.stderr)
-        return 2
     try:
         check_new_bag_dir(args.out)  # before starting the simulator
     except BagWriteError as error:

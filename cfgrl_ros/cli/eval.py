@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
+from cfgrl_ros.cli.arguments import integer_at_least
 from cfgrl_ros.sim.env import TASKS
 
 
@@ -26,21 +26,6 @@ def _weights(text: str) -> list[float]:
     return weights
 
 
-def _integer_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum (argparse names the flag in its error)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
@@ -50,23 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
     parser.add_argument(
-        "--episodes", type=_integer_at_least(1), default=20, help="episodes per guidance weight"
+        "--episodes", type=integer_at_least(1), default=20, help="episodes per guidance weight"
     )
     parser.add_argument(
         "--w", type=_weights, default="0,1,3", help="guidance weights, comma-separated"
     )
     parser.add_argument(
-        "--seed", type=_integer_at_least(0), default=0, help="episode i resets with seed + i"
+        "--seed", type=integer_at_least(0), default=0, help="episode i resets with seed + i"
     )
     parser.add_argument(
         "--exec-horizon",
-        type=_integer_at_least(1),
+        type=integer_at_least(1),
         default=4,
         help="actions executed from each sampled chunk (at most the policy's chunk length)",
     )
     parser.add_argument(
         "--flow-steps",
-        type=_integer_at_least(1),
+        type=integer_at_least(1),
         default=argparse.SUPPRESS,
         help="Euler steps per sample (default: the policy's)",
     )

@@ -20,12 +20,13 @@ read it like a recording (Episode.synthetic is True for its episodes).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cfgrl_ros.cli.arguments import finite_number, integer_at_least
 
 if TYPE_CHECKING:  # imported lazily at run time: `--help` stays instant
     from collections.abc import Callable
@@ -53,10 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--agent", metavar="DIR", help="DSRL noise agent folder steering the target policy"
     )
     parser.add_argument(
-        "--guidance", type=float, default=1.0, metavar="L", help="policy guidance lambda (>= 0)"
+        "--guidance",
+        type=finite_number(0.0),
+        default=1.0,
+        metavar="L",
+        help="policy guidance lambda (>= 0)",
     )
     parser.add_argument(
-        "--trajectories", type=int, default=256, metavar="N", help="synthetic windows to write"
+        "--trajectories",
+        type=integer_at_least(1),
+        default=256,
+        metavar="N",
+        help="synthetic windows to write",
     )
     parser.add_argument("--out", required=True, type=Path, help="synthetic bag directory to write")
     parser.add_argument(
@@ -74,21 +83,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
-        "--denoising-steps", type=int, default=64, help="Euler steps of the sampler"
+        "--denoising-steps", type=integer_at_least(1), default=64, help="Euler steps of the sampler"
     )
     parser.add_argument(
         "--target-std",
-        type=float,
+        type=finite_number(0.0, above=True),
         help="std of the Gaussian around the target action (default: the recorded actions' "
         "per-dimension std)",
     )
     parser.add_argument(
         "--policy-guidance-weight",
-        type=float,
+        type=finite_number(),
         help="CFG weight w the target policy decodes at (default: the agent's, else 1.0)",
     )
     parser.add_argument(
-        "--decode-steps", type=int, help="Euler steps of the target policy (default: its own)"
+        "--decode-steps",
+        type=integer_at_least(1),
+        help="Euler steps of the target policy (default: its own)",
     )
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     parser.add_argument("--topics", metavar="FILE", help="topic map file (reading and writing)")
@@ -109,28 +120,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _argument_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the numeric flags, if anything: checked before any data is read."""
-    # `not x >= 0` and isfinite also catch nan, which every comparison lets through.
-    if not math.isfinite(args.guidance) or args.guidance < 0:
-        return f"--guidance must be a finite number >= 0, got {args.guidance}"
-    if args.target_std is not None and not (math.isfinite(args.target_std) and args.target_std > 0):
-        return f"--target-std must be a finite number > 0, got {args.target_std}"
-    weight = args.policy_guidance_weight
-    if weight is not None and not math.isfinite(weight):
-        return f"--policy-guidance-weight must be a finite number, got {weight}"
-    for flag in ("trajectories", "denoising_steps", "decode_steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            return f"--{flag.replace('_', '-')} must be >= 1, got {value}"
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
-    problem = _argument_problem(args)
-    if problem is not None:
-        return _fail(problem)
-
     from cfgrl_ros.data.bag_reader import BagError
     from cfgrl_ros.data.bag_writer import BagWriteError
 
