@@ -34,6 +34,12 @@ def share_dir() -> Path:
     )
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The file among `path`'s parents, if one is there: nothing can be created under it (and
+    `path.exists()` is simply False), so commands check before long work."""
+    return next((p for p in Path(path).absolute().parents if p.exists() and not p.is_dir()), None)
+
+
 def config_path(name: str) -> Path:
     """A file in config/, e.g. ``config_path("dsrl_franka.yaml")``."""
     path = share_dir() / "config" / name

@@ -214,6 +214,8 @@ def test_adapt_refuses_an_out_that_is_a_file_or_a_bag(tiny_policy, tmp_path, cap
     file.write_text("keep me")
     code, _, error = adapt(capsys, tiny_policy, file)
     assert code == 1 and "is a file" in error and file.read_text() == "keep me"
+    code, _, error = adapt(capsys, tiny_policy, file / "run")
+    assert code == 1 and "notes.txt is a file, not a folder" in error and "Traceback" not in error
     bag = tmp_path / "bag"
     bag.mkdir()
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}")

@@ -115,12 +115,15 @@ def rotated(quat: np.ndarray, rotvec: np.ndarray) -> np.ndarray:
     return turned / np.linalg.norm(turned)
 
 
+MIN_QUAT_NORM = 1e-6  # a shorter quaternion is no rotation
+
+
 def _unit_quat(quat: np.ndarray, name: str) -> np.ndarray:
     quat = np.asarray(quat, dtype=np.float64)
     if quat.shape != (4,) or not np.all(np.isfinite(quat)):
         raise ValueError(f"{name} must be 4 finite numbers (x, y, z, w), got {quat!r}")
     norm = np.linalg.norm(quat)
-    if norm < 1e-6:
+    if norm < MIN_QUAT_NORM:
         raise ValueError(f"{name} {quat!r} has zero norm; it is not a rotation")
     return quat / norm
 

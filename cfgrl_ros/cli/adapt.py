@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cfgrl_ros.cli.arguments import finite_number, integer_at_least
+from cfgrl_ros.paths import file_in_the_way
 from cfgrl_ros.sim.env import TASKS
 
 AGENT_DIR = "agent"
@@ -217,6 +218,9 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         return _fail(f"--out {args.out} is a file: give a folder for the run")
+    blocking = file_in_the_way(args.out)
+    if blocking is not None:
+        return _fail(f"--out {args.out} cannot be made: {blocking} is a file, not a folder")
     if (args.out / "metadata.yaml").is_file():
         return _fail(f"--out {args.out} is a rosbag: give the run a folder of its own")
     if (args.topics or args.topic) and not args.offline_bag:

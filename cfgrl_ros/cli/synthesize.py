@@ -275,6 +275,7 @@ def _given_model(path: Path | None, device: torch.device) -> TrajectoryModel | N
     --model file is never overwritten, since it may be something else the user keeps."""
     if path is None:
         return None
+    from cfgrl_ros.paths import file_in_the_way
     from cfgrl_ros.pgd.diffusion import TrajectoryModel
 
     keep = (
@@ -290,7 +291,7 @@ def _given_model(path: Path | None, device: torch.device) -> TrajectoryModel | N
             f"--model {path} exists and is not a file; name a file to load or write the "
             f"trajectory model, e.g. {path / 'pgd_model.pt'}"
         )
-    blocking = next((part for part in path.parents if part.exists() and not part.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:
         raise ValueError(
             f"--model {path} cannot be written: {blocking} is a file, not a directory; choose "

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from cfgrl_ros.arm.command_adapter import ArmCommand, ArmCommandAdapter
+from cfgrl_ros.arm.command_adapter import MIN_QUAT_NORM, ArmCommand, ArmCommandAdapter
 from cfgrl_ros.data.bag_writer import CONTROL_RATE_KEY, SYNTHETIC_KEY, TYPESTORE
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
@@ -58,7 +58,6 @@ _EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "wrist_image": _IMAGE_TYPES,
 }
 _EVENTS = ("start", "success", "failure")
-_MIN_QUAT_NORM = 1e-6  # ArmCommandAdapter rejects shorter quaternions: they are no rotation
 
 
 class BagError(Exception):
@@ -609,7 +608,7 @@ class _BagEpisodes:
             for key, rows in values.items()
         ]
         problems += [
-            (key, rows, np.linalg.norm(rows, axis=1) < _MIN_QUAT_NORM, "a zero-norm quaternion")
+            (key, rows, np.linalg.norm(rows, axis=1) < MIN_QUAT_NORM, "a zero-norm quaternion")
             for key, rows in quats.items()
         ]
         found = [(int(np.argmax(bad)), n) for n, (_, _, bad, _) in enumerate(problems) if bad.any()]

@@ -31,6 +31,7 @@ from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
 from cfgrl_ros.observation import OBSERVATION_FIELDS
+from cfgrl_ros.paths import file_in_the_way
 
 # Bag metadata custom_data keys written by this package.
 SYNTHETIC_KEY = "cfgrl_ros.synthetic"  # "true" for generated (not recorded) experience
@@ -68,10 +69,7 @@ def check_new_bag_dir(out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BagWriteError(f"{out_dir} exists already; choose a new bag directory or delete it")
-    # Path.exists() is False under a file, and the directory could never be made there.
-    blocking = next(
-        (parent for parent in out_dir.parents if parent.exists() and not parent.is_dir()), None
-    )
+    blocking = file_in_the_way(out_dir)
     if blocking is not None:
         raise BagWriteError(
             f"cannot create the bag directory {out_dir}: {blocking} is a file, not a directory; "

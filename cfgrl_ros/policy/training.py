@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from cfgrl_ros.data.episode import Episode
+from cfgrl_ros.paths import file_in_the_way
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
 from cfgrl_ros.policy.config_types import typed_fields
 from cfgrl_ros.policy.dataset import ChunkDataset, build_dataset
@@ -152,10 +153,10 @@ def check_checkpoint_path(checkpoint_path: Path, resume: bool) -> None:
     for path in (checkpoint_path, state_path):
         if path.is_dir():
             raise ValueError(f"{path} is a folder: give a file path, e.g. {path / 'policy.pt'}")
-    existing = next(parent for parent in checkpoint_path.absolute().parents if parent.exists())
-    if not existing.is_dir():
+    blocking = file_in_the_way(checkpoint_path)
+    if blocking is not None:
         raise ValueError(
-            f"cannot write {checkpoint_path}: {existing} is a file, not a folder; choose another "
+            f"cannot write {checkpoint_path}: {blocking} is a file, not a folder; choose another "
             "path"
         )
     if resume and checkpoint_path.exists() and not state_path.exists():
