@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cfgrl_ros.cli.main import main
 from cfgrl_ros.graph import LAUNCH_ARGUMENTS, describe_graph, node_environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +105,27 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
             for key, value in node.process_description.additional_env
         }
         assert environment == node_environment(os.environ)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["--print", "dsrl_franka", "sim:=false", "policy:={policy}"],
+        ["dsrl_franka", "--print", "sim:=false", "policy:={policy}"],
+        ["dsrl_franka", "sim:=false", "--print", "policy:={policy}"],
+    ],
+    ids=["flag-first", "flag-after-graph", "flag-among-arguments"],
+)
+def test_print_flag_stands_anywhere_as_with_ros2_launch(tmp_path, capsys, order):
+    checkpoint = tmp_path / "policy.pt"
+    checkpoint.write_bytes(b"not read when printing")
+    argv = ["launch", *(item.format(policy=checkpoint) for item in order)]
+
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    expected = describe_graph({"sim": "false", "policy": str(checkpoint)})
+    started = [line for line in printed.splitlines() if " -m cfgrl_ros.nodes." in line]
+    assert [line.split(" -m ")[1].split()[0] for line in started] == [
+        f"cfgrl_ros.nodes.{node.executable}" for node in expected
+    ]
+    assert "franka_sim_node" not in printed  # sim:=false (not the default) was read

@@ -37,6 +37,9 @@ _POLL = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Flags may stand anywhere among the name:=value arguments, as with `ros2 launch`: plain
+    # parse_args ends the positionals at the first flag and calls the rest unrecognised.
+    parser.parse_args = parser.parse_intermixed_args
     parser.add_argument(
         "graph",
         help=f"the graph to start: {GRAPH_NAME} (or {GRAPH_NAME}.launch.py)",
