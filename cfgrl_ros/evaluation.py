@@ -49,8 +49,34 @@ def weight_key(guidance_weight: float) -> str:
     return format(float(guidance_weight), "g")
 
 
+def check_task(policy: FlowPolicy, task: str) -> None:
+    """ValueError naming both tasks when `policy` was trained on another task than `task`."""
+    trained = policy.config.task
+    if trained and trained != task:
+        raise ValueError(
+            f"the policy was trained on {trained} demonstrations, not {task}: pass --task "
+            f"{trained} (or train a {task} policy from {task} bags)"
+        )
+
+
+def policy_task(policy: FlowPolicy, task: str | None) -> str:
+    """`task` when given, else the task the policy was trained on; ValueError when neither."""
+    if task is not None:
+        return task
+    if not policy.config.task:
+        raise ValueError(
+            "the policy does not say which task it was trained on (its bags carried no task, or "
+            "it predates task tags): pass --task"
+        )
+    return policy.config.task
+
+
 def make_env(policy: FlowPolicy, task: str, horizon: int | None = None) -> FrankaSimEnv:
-    """A simulator with the cameras the policy sees, rendered at its image size."""
+    """A simulator of `task` with the cameras the policy sees, rendered at its image size.
+
+    Raises ValueError when the policy was trained on another task's demonstrations.
+    """
+    check_task(policy, task)
     keys = policy.config.image_keys
     size = policy.config.image_size
     if keys and (size is None or size[0] != size[1]):

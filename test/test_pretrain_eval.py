@@ -44,7 +44,9 @@ policy:
 
 def write_bag(path, episodes, storage="sqlite3", topic_map=None):
     adapter = ArmCommandAdapter(task_adapter_config("lift"))
-    with EpisodeBagWriter(path, storage, topic_map=topic_map, adapter=adapter) as writer:
+    with EpisodeBagWriter(
+        path, storage, topic_map=topic_map, adapter=adapter, task="lift"
+    ) as writer:
         for episode in episodes:
             writer.write(episode)
     return path
@@ -229,7 +231,7 @@ def test_eval_reports_bad_inputs(tmp_path, capsys):
 
 def test_eval_interrupted_reports_the_episodes_so_far(tmp_path, capsys, monkeypatch):
     path = tmp_path / "policy.pt"
-    FlowPolicy(PolicyConfig(hidden_dims=(8,), state_hidden_dims=(8,))).save(path)
+    FlowPolicy(PolicyConfig(hidden_dims=(8,), state_hidden_dims=(8,), task="lift")).save(path)
 
     def interrupted(policy, task, episodes, weights, report, **settings):
         for success in (True, False, True):

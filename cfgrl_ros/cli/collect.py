@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             expert = ScriptedExpert(args.task, args.noise, env.adapter.config, seed=args.seed)
             writer = EpisodeBagWriter(
-                args.out, storage=args.storage, adapter=env.adapter, control_rate=CONTROL_RATE
+                args.out,
+                storage=args.storage,
+                adapter=env.adapter,
+                control_rate=CONTROL_RATE,
+                task=args.task,
             )
         except (ValueError, BagWriteError) as error:
             print(f"cfgrl-ros collect: {error}", file=sys.stderr)

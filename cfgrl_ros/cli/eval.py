@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="policy checkpoint (cfgrl-ros pretrain)",
     )
-    parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="simulated task (default: the one the policy was trained on; another is refused)",
+    )
     parser.add_argument(
         "--episodes", type=integer_at_least(1), default=20, help="episodes per guidance weight"
     )
@@ -68,11 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cfgrl_ros.evaluation import evaluate, weight_key
+    from cfgrl_ros.evaluation import evaluate, policy_task, weight_key
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     try:
         policy = FlowPolicy.load(args.policy, device=args.device)
+        args.task = policy_task(policy, args.task)
     except (FileNotFoundError, ValueError) as error:
         print(f"cfgrl-ros eval: {error}", file=sys.stderr)
         return 1

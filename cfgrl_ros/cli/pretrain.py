@@ -183,7 +183,7 @@ def curves_path(checkpoint: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.data.bag_reader import BagError, read_bags
-    from cfgrl_ros.data.episode import mix_synthetic
+    from cfgrl_ros.data.episode import episodes_task, mix_synthetic
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.policy.checkpoint import resolve_device
     from cfgrl_ros.policy.training import check_checkpoint_path, train_policy, training_state_path
@@ -212,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
             image_size=height_width[::-1] if height_width else None,  # OpenCV: (width, height)
         )
         episodes = mix_synthetic(episodes, flags.get("synthetic_ratio"), config.seed)
+        task = episodes_task(episodes)
+        config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, task=task))
     except (BagError, ValueError, FileNotFoundError) as error:
         print(f"cfgrl-ros pretrain: {error}", file=sys.stderr)
         return 1
@@ -220,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
     synthetic = sum(episode.synthetic for episode in episodes)
     print(
         f"{len(episodes)} episodes ({successes} successful, {successes / len(episodes):.0%}; "
-        f"{synthetic} synthetic), {ticks} control ticks from {len(args.bag)} bag(s)",
+        f"{synthetic} synthetic), {ticks} control ticks from {len(args.bag)} bag(s)"
+        + (f" of {task}" if task else " (no task recorded: a real arm's)"),
         file=sys.stderr,
     )
     labels = config.advantage if config.uses_value else "none"

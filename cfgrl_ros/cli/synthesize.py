@@ -182,12 +182,14 @@ class _Inputs:
     topic_map: TopicMap
     given_model: TrajectoryModel | None  # the --model file, when it exists
     target_action: Callable[[np.ndarray], np.ndarray]
+    task: str  # of the recorded episodes, written to the synthetic bag
 
 
 def _read_inputs(args: argparse.Namespace) -> _Inputs:
     """Everything that can be refused before training (ValueError, BagError, ...)."""
     from cfgrl_ros.data.bag_reader import read_bags
     from cfgrl_ros.data.bag_writer import check_new_bag_dir
+    from cfgrl_ros.data.episode import episodes_task
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.pgd.diffusion import TrajectoryModelConfig
     from cfgrl_ros.pgd.target import flow_policy_action
@@ -213,6 +215,7 @@ def _read_inputs(args: argparse.Namespace) -> _Inputs:
         )
     if not recorded:
         raise ValueError(f"the bags {args.bag} hold no recorded (non-synthetic) episodes")
+    task = episodes_task(recorded)
     windows = sub_trajectories(recorded, args.horizon)
     if given_model is not None:
         _check_given_model(given_model, args.model, windows, config)
@@ -228,7 +231,7 @@ def _read_inputs(args: argparse.Namespace) -> _Inputs:
         guidance_weight=_policy_guidance_weight(args, noise_agent),
         decode_steps=args.decode_steps,
     )
-    return _Inputs(recorded, windows, config, device, topic_map, given_model, target_action)
+    return _Inputs(recorded, windows, config, device, topic_map, given_model, target_action, task)
 
 
 def _write_synthetic(
@@ -255,7 +258,11 @@ def _write_synthetic(
     )
     episodes = episodes_from_windows(synthetic, args.horizon)
     with EpisodeBagWriter(
-        args.out, storage=args.storage, topic_map=inputs.topic_map, synthetic=True
+        args.out,
+        storage=args.storage,
+        topic_map=inputs.topic_map,
+        synthetic=True,
+        task=inputs.task or None,
     ) as writer:
         for episode in tqdm(episodes, desc="write bag", disable=not progress):
             writer.write(episode)

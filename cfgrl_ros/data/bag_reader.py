@@ -35,7 +35,7 @@ import numpy as np
 from rosbags.highlevel import AnyReader
 
 from cfgrl_ros.arm.command_adapter import MIN_QUAT_NORM, ArmCommand, ArmCommandAdapter
-from cfgrl_ros.data.bag_writer import CONTROL_RATE_KEY, SYNTHETIC_KEY, TYPESTORE
+from cfgrl_ros.data.bag_writer import CONTROL_RATE_KEY, SYNTHETIC_KEY, TASK_KEY, TYPESTORE
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays
@@ -427,6 +427,7 @@ class _BagEpisodes:
         try:
             custom = reader.readers[0].storage.metadata.custom or {}
             synthetic = str(custom.get(SYNTHETIC_KEY, "false")).lower() == "true"
+            task = str(custom.get(TASK_KEY, ""))
             self._check_control_rate(custom.get(CONTROL_RATE_KEY))
             connections = self._connections(reader)
             streams = self._read_streams(reader, connections)
@@ -453,6 +454,7 @@ class _BagEpisodes:
             }
             episode = self._episode(index, window, window_ticks, streams, image_rows, synthetic)
             if episode is not None:
+                episode.metadata["task"] = task
                 episodes.append(episode)
         if not episodes:
             raise BagError(

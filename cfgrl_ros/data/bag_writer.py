@@ -36,6 +36,7 @@ from cfgrl_ros.paths import file_in_the_way
 # Bag metadata custom_data keys written by this package.
 SYNTHETIC_KEY = "cfgrl_ros.synthetic"  # "true" for generated (not recorded) experience
 CONTROL_RATE_KEY = "cfgrl_ros.control_rate"
+TASK_KEY = "cfgrl_ros.task"  # the simulated task the episodes come from (absent: a real arm)
 BASE_FRAME = "panda_link0"  # the frame franka_sim_node and a Panda publish poses in
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
@@ -112,6 +113,8 @@ class EpisodeBagWriter:
     package's config/topics.yaml); `adapter` turns actions into commands (default settings);
     `control_rate` (default: the topic map's) spaces the ticks; `synthetic` marks the bag as
     generated experience in its metadata (custom_data["cfgrl_ros.synthetic"] = "true");
+    `task` names the simulated task the episodes come from (custom_data["cfgrl_ros.task"]), so
+    a policy trained from the bag knows it;
     `start_time_ns` is the time of the first tick (default: now).
     """
 
@@ -123,6 +126,7 @@ class EpisodeBagWriter:
         adapter: ArmCommandAdapter | None = None,
         control_rate: float | None = None,
         synthetic: bool = False,
+        task: str | None = None,
         compression: Literal["none", "file", "message"] = "none",
         version: Literal[8, 9] = 9,
         start_time_ns: int | None = None,
@@ -144,6 +148,7 @@ class EpisodeBagWriter:
         if self.control_rate <= 0:
             raise BagWriteError(f"control_rate must be > 0 Hz, got {control_rate}")
         self.synthetic = synthetic
+        self.task = task
         self.period_ns = round(1e9 / self.control_rate)
         self.next_start_ns = time.time_ns() if start_time_ns is None else int(start_time_ns)
         self.episodes_written = 0
@@ -173,6 +178,8 @@ class EpisodeBagWriter:
         writer.set_compression(_COMPRESSION[self.compression], CompressionFormat.ZSTD)
         writer.set_custom_data(SYNTHETIC_KEY, "true" if self.synthetic else "false")
         writer.set_custom_data(CONTROL_RATE_KEY, repr(self.control_rate))
+        if self.task:
+            writer.set_custom_data(TASK_KEY, self.task)
         writer.open()
         self._writer = writer
         topics = self.topic_map

@@ -62,6 +62,25 @@ def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.nda
     return actions[np.minimum(index, length - 1)], mask
 
 
+def episodes_task(episodes: Sequence[Episode]) -> str:
+    """The simulated task the episodes were recorded on ("" when no bag says: a real arm).
+
+    Raises ValueError when episodes of different tasks are mixed: one policy learns one task.
+    """
+    tasks = {episode.metadata.get("task", "") for episode in episodes} - {""}
+    if len(tasks) > 1:
+        bags = {
+            task: sorted(
+                {str(e.metadata.get("bag")) for e in episodes if e.metadata.get("task") == task}
+            )
+            for task in sorted(tasks)
+        }
+        raise ValueError(
+            f"the bags hold episodes of different tasks ({bags}): train one policy per task"
+        )
+    return tasks.pop() if tasks else ""
+
+
 def mix_synthetic(episodes: Sequence[Episode], ratio: float | None, seed: int = 0) -> list[Episode]:
     """Every recorded episode, and synthetic ones up to `ratio` control ticks per recorded tick.
 

@@ -81,6 +81,9 @@ class PolicyConfig:
     # an adapter with other step sizes.
     max_translation: float = AdapterConfig.max_translation  # m
     max_rotation: float = AdapterConfig.max_rotation  # rad
+    # The simulated task of the training bags ("": they do not say, e.g. a real arm's): eval and
+    # adapt refuse another task rather than report a policy's failure at a task it never saw.
+    task: str = ""
 
     def __post_init__(self) -> None:
         problems = []
