@@ -1,4 +1,4 @@
-"""DSRL: steer a frozen flow policy through its start noise (ALGORITHMS.md section 3).
+"""DSRL: steer a frozen flow policy through its start noise (docs/algorithms.md section 3).
 
 - `NoiseSpaceEnv`: an arm environment seen through the frozen policy; the action is the noise.
 - `DsrlSac`, `DsrlNa`: SB3 SAC in noise space, and the noise-aliased variant (critic over

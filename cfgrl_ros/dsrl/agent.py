@@ -47,7 +47,7 @@ LATEST = "latest.json"  # names the newest complete checkpoint folder
 
 @dataclass(frozen=True)
 class DsrlConfig:
-    """Settings of a noise agent (defaults: ALGORITHMS.md section 3)."""
+    """Settings of a noise agent (defaults: docs/algorithms.md section 3)."""
 
     algo: str = "dsrl_na"  # "dsrl_na" (noise-aliased, usable offline) or "dsrl_sac"
     noise_mode: str = "full"  # "full": one noise vector per chunk step; "shared": one repeated

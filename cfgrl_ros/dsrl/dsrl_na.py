@@ -1,6 +1,6 @@
 """DSRL-NA (noise-aliased DSRL): critics over actions, distilled into noise space.
 
-ALGORITHMS.md section 3, as a subclass of stable-baselines3's SAC. Notation: s features of the
+docs/algorithms.md section 3, as a subclass of stable-baselines3's SAC. Notation: s features of the
 frozen policy's encoder, w0 start noise, pi_dp(s, w0) the frozen policy's decoded chunk, a the
 part of a chunk chosen for execution (its first exec_horizon actions: all that affects what
 happens next), pi^W the noise actor.

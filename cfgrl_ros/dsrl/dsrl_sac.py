@@ -1,6 +1,6 @@
 """DSRL-SAC: stable-baselines3's SAC acting in the frozen policy's noise space.
 
-ALGORITHMS.md section 3. The frozen sampler is part of the environment; the agent's action is
+docs/algorithms.md section 3. The frozen sampler is part of the environment; the agent's action is
 a in [-1, 1]^D and the start noise is w0 = magnitude * a. SB3's SAC already squashes its Gaussian
 with tanh, so this is w0 = magnitude * tanh(u). Everything else is stock SAC (twin critics,
 learned entropy coefficient, polyak targets), with three DSRL choices:

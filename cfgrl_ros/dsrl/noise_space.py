@@ -1,6 +1,6 @@
 """The noise-space MDP of DSRL: the agent's action is the frozen policy's start noise.
 
-ALGORITHMS.md section 3. A frozen flow policy decodes (s, w0) -> action chunk deterministically,
+docs/algorithms.md section 3. A frozen flow policy decodes (s, w0) -> a chunk deterministically,
 so the policy can be treated as part of the environment and an RL agent can choose w0 instead of
 the action. `NoiseSpace` converts between the agent's action a in [-1, 1]^D and the start noise
 w0 = magnitude * a of shape (H, A); `NoiseSpaceEnv` turns any arm environment into the

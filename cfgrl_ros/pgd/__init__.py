@@ -1,4 +1,4 @@
-"""Policy-guided diffusion (ALGORITHMS.md section 4): synthetic on-policy experience from bags.
+"""Policy-guided diffusion (docs/algorithms.md section 4): synthetic on-policy experience from bags.
 
 - `sub_trajectories`, `episodes_from_windows`: episodes <-> windows of (state, action, reward,
   done) rows.

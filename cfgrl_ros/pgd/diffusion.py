@@ -1,5 +1,5 @@
 """Policy-guided diffusion (PGD): a flow-matching model of sub-trajectories, sampled under the
-guidance of a target policy (Jackson et al., "Policy-Guided Diffusion", 2024; ALGORITHMS.md 4).
+guidance of a target policy (Jackson et al., "Policy-Guided Diffusion", 2024; docs/algorithms.md 4).
 
 Model. A window [horizon, width] of (state, action, reward, done) rows (see
 `cfgrl_ros.pgd.trajectories`) is modelled as x: its states replaced by the first state and the
@@ -7,7 +7,7 @@ changes from tick to tick (s_0, s_1 - s_0, ..., s_{H-1} - s_{H-2}), then normali
 and column. A 1 mm move of the gripper is then as large for the loss as the 10 cm spread of
 start positions, which is what makes generated transitions follow the dynamics; states are
 recovered by a cumulative sum. x is learned by flow matching exactly as the policy learns
-action chunks (ALGORITHMS.md 1):
+action chunks (docs/algorithms.md 1):
     x0 ~ N(0, I),  t ~ U[0, 1],  x_t = (1 - t) x0 + t x,
     loss = || v(x_t, t) - (x - x0) ||^2.
 v is a temporal convolution network over the window's ticks.

@@ -1,4 +1,4 @@
-"""Target policies whose likelihood guides the trajectory model (ALGORITHMS.md section 4).
+"""Target policies whose likelihood guides the trajectory model (docs/algorithms.md section 4).
 
 Policy guidance needs grad_a log pi(a | s) of the policy the synthetic experience should follow.
 The package's targets are deterministic given their noise (a frozen flow policy decoding a

@@ -1,7 +1,7 @@
 """Episodes -> the flat tensors policy and value training sample from.
 
 Recorded episodes train both the policy and the value function. Synthetic episodes (policy-guided
-diffusion, ``Episode.synthetic``) train only the value function (ALGORITHMS.md section 4): the
+diffusion, ``Episode.synthetic``) train only the value function (docs/algorithms.md section 4): the
 policy imitates what the robot really did. The end of a recorded episode is terminal, success or
 not (the arm is reset after it and no more reward comes); a synthetic episode that ends without
 success was cut at its window length, so nothing is known past its end.

@@ -3,7 +3,7 @@
 A network v(a_t, t, s, c) predicts the velocity that carries start noise a_0 ~ N(0, I) to an
 action chunk a_1 (H steps x action_dim) along a_t = (1 - t) a_0 + t a_1. The condition c is a
 learned null embedding, an optimality label o in {0, 1}, or a goal state. Sampling integrates
-K Euler steps with the guided velocity (ALGORITHMS.md, sections 1-2)
+K Euler steps with the guided velocity (docs/algorithms.md, sections 1-2)
 
     v = v(a_t, t, s, null) + w (v(a_t, t, s, c) - v(a_t, t, s, null)),
 

@@ -1,7 +1,7 @@
 """Training a flow policy from episodes: CFGRL, goal-conditioned CFGRL, flow BC and flow AWR.
 
 All four methods share one code path and differ only in the condition and the per-sample
-weight of the flow-matching loss (ALGORITHMS.md, sections 1-2):
+weight of the flow-matching loss (docs/algorithms.md, sections 1-2):
 
 - "cfgrl": a value function is trained first (value.py), every sample is labelled
   o = 1 if A(s, a) >= 0 else 0, and the policy learns v(a_t, t, s, o); the condition is

@@ -1,6 +1,6 @@
 """Value functions that label CFGRL's optimality variable: A(s, a) = Q(s, a) - V(s).
 
-Two estimators, trained on the same data as the policy (ALGORITHMS.md, section 2):
+Two estimators, trained on the same data as the policy (docs/algorithms.md, section 2):
 
 - "iql": IQL-style. V is an upper expectile of Q over the data's actions, Q is trained by
   n-step TD onto V of the next state, with two Q heads and slowly moving target copies.
