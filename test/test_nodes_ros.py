@@ -27,6 +27,7 @@ from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, train_policy
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
 STARTUP = 120.0  # seconds for torch, robosuite and discovery on a busy 2-core machine
+SIGINT_EXIT = 5.0  # seconds a node may take to exit after Ctrl-C
 SMALL_AGENT = {
     "utd": 2,
     "prefill_decisions": 8,
@@ -38,7 +39,11 @@ SMALL_AGENT = {
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny CFGRL flow policy trained in seconds on synthetic episodes."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("policy") / "policy.pt")
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A tiny CFGRL flow policy trained in seconds on synthetic episodes, saved at `path`."""
     rng = np.random.default_rng(0)
     episodes = []
     for index in range(4):
@@ -72,7 +77,6 @@ def checkpoint(tmp_path_factory) -> Path:
         device="cpu",
         save_every=0,
     )
-    path = tmp_path_factory.mktemp("policy") / "policy.pt"
     train_policy(episodes, config, checkpoint_path=path)
     return path
 
@@ -228,9 +232,13 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
     finally:
         ros_probe.destroy_client(mark_failure)
         launcher.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
         launcher.wait(60)
+    stopping = time.monotonic() - interrupted
     log = log_path.read_text()
     assert launcher.returncode == 0, log
+    # Ctrl-C stops every node by itself, without the launcher's SIGTERM after its grace.
+    assert "after SIGINT" not in log, f"{stopping:.1f}s after SIGINT:\n{log}"
     for node in ("franka_sim_node", "policy_node", "noise_actor_node", "reward_reset_node"):
         assert f"[launch] {node} stopped (exit code 0)" in log
 
@@ -491,7 +499,9 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         },
         wait=STARTUP,
     )
-    arm = StandInArm(ros_probe, [0.5, 0.05, 0.2])
+    # No object pose yet: the policy cannot decide, so whatever moves the arm before the
+    # object appears is homing (a started episode only holds the arm).
+    arm = StandInArm(ros_probe, [0.5, 0.05, 0.2], object_pose=False)
     clients = {
         name: ros_probe.create_client(Trigger, name)
         for name in (
@@ -529,8 +539,10 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         assert np.linalg.norm(arm.position - home) <= 0.011
         assert arm.widths[-1] == 0.08  # gripper open
 
+        # The policy node started the episode before "start" was announced: no race.
         refused = call("/policy_node/home")
         assert not refused.success and "an episode is running" in refused.message
+        arm.object_pose = True
         recorder.spin_until(lambda: len(recorder.decisions) >= 2, 30, "decisions")
         assert call("/reward_reset_node/mark_success").success
         recorder.spin_until(lambda: "success" in recorder.events, 10, "the success event")
@@ -553,7 +565,7 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         recorder.spin_until(lambda: len(recorder.decisions) > decisions, 30, "a decision")
         policy_node = ros_nodes.nodes[0]
         policy_node.process.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit ...
-        recorder.spin_until(lambda: not policy_node.alive(), 20, "the policy node's exit")
+        recorder.spin_until(lambda: not policy_node.alive(), SIGINT_EXIT, "the policy node's exit")
         assert policy_node.process.returncode == 0
         recorder.spin_until(lambda: not publishers("/target_pose"), 10, "the policy node gone")
         # ... whose last target holds a measured pose (it may arrive after the exit is seen)
@@ -565,6 +577,52 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         arm.close()
         for client in clients.values():
             ros_probe.destroy_client(client)
+
+
+def test_reward_reset_announces_start_only_after_the_policy_node_started_the_episode(
+    recorder, ros_nodes, ros_probe
+):
+    """The authority on episode state calls the policy node's ~/start_episode and publishes
+    "start" only after its answer: whoever hears "start" knows the policy node runs the episode
+    (its ~/home refuses then). A refusal announces nothing and resets again. The probe stands
+    in for the simulator's reset service and for the policy node."""
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import Trigger
+
+    resets: list[int] = []
+    calls: list[int] = []  # "start" events heard when ~/start_episode was called
+
+    def reset(request, response):
+        resets.append(len(recorder.events))
+        response.success = True
+        return response
+
+    def start_episode(request, response):
+        calls.append(recorder.events.count("start"))
+        response.success = len(calls) > 1
+        response.message = "episode started" if response.success else "not now"
+        return response
+
+    services = [
+        ros_probe.create_service(Trigger, "/franka_sim_node/reset", reset),
+        ros_probe.create_service(Trigger, "/policy_node/start_episode", start_episode),
+    ]
+    # The reward/reset node resets only once a policy node publishes decision records.
+    records = ros_probe.create_publisher(
+        JointState, contract.DECISION_TOPIC, contract.exchange_qos()
+    )
+    try:
+        ros_nodes.start("reward_reset_node", parameters={"reset": "sim"}, wait=STARTUP)
+        recorder.spin_until(lambda: "start" in recorder.events, STARTUP, "the start event")
+        assert calls == [0, 0]  # refused, then accepted; nothing announced before the answer
+        assert len(resets) == 2  # the refusal reset the simulator again
+        deadline = time.monotonic() + 1.0
+        recorder.spin_until(lambda: time.monotonic() > deadline, 5, "a pause")
+        assert recorder.events == ["start"]
+    finally:
+        ros_probe.destroy_publisher(records)
+        for service in services:
+            ros_probe.destroy_service(service)
 
 
 def test_policy_node_lowers_the_grasp_force_and_sends_nothing_at_exit_when_blocked(

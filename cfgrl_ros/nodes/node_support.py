@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -117,6 +118,10 @@ def run_node(make_node: Callable[[], Node], name: str, args: Sequence[str] | Non
     # could not publish on its way out (the policy node's last hold). Python's handler raises
     # KeyboardInterrupt instead and leaves the context up; rclpy still handles SIGTERM.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.SIGTERM)
+    # A node started in the background by a shell (`policy_node ... &`, nohup) inherits SIGINT
+    # ignored, and Python keeps it ignored: Ctrl-C or `kill -INT` would do nothing at all.
+    # rclpy's own handler would have overridden that; ours must too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     node = None
     status = 0
     try:

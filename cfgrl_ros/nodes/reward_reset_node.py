@@ -9,15 +9,21 @@ calls ``~/mark_failure`` or the policy has made ``max_decisions`` decisions (cou
 "failure") and ``reward`` (1.0 or 0.0), waits until the policy node has stopped (its
 episode-end record, at most ``stop_timeout``), then resets:
 
-- ``reset: sim``: calls the simulator's reset service (``sim_reset_service``), then publishes
-  "start";
+- ``reset: sim``: calls the simulator's reset service (``sim_reset_service``), then starts the
+  episode;
 - ``reset: real``: asks the policy node to home the arm (its ``~/home`` service,
   ``home_service``: the policy node alone commands the arm, through the safety envelope; it
   opens the gripper and moves to the home pose), watches the measured pose until it is within
   ``home_tolerance`` / ``home_rotation_tolerance`` of ``home_position`` / ``home_orientation``
-  (at most ``home_timeout``), waits for the operator's ``~/ready``, then publishes "start".
+  (at most ``home_timeout``), waits for the operator's ``~/ready``, then starts the episode.
   Before the first episode the order is ``~/ready`` first, then homing: nothing moves the arm
   before the operator says so.
+
+An episode starts with a call of the policy node's ``~/start_episode`` (``start_service``), and
+``episode_event`` "start" is published only once it has answered: this node is the authority
+on episode state, and whoever hears "start" may rely on the policy node knowing it too (its
+``~/home`` refuses during an episode). A refusal goes back to the reset (sim) or the operator
+(real).
 
 After ``episodes`` episodes (0: no limit) it stops starting new ones. Success statistics are
 logged after each episode and published on ``/diagnostics``.
@@ -64,6 +70,7 @@ class State(Enum):
     WAITING_FOR_READY = "waiting for the operator's ~/ready"
     HOMING = "the policy node moves the arm to the home pose"
     RESETTING = "resetting the simulator"
+    STARTING = "the policy node starts the episode"
     RUNNING = "episode running"
     STOPPING = "waiting for the policy node to stop"
     FINISHED = "finished all episodes"
@@ -108,7 +115,16 @@ class RewardResetNode(Node):
             self, "stop_timeout", 3.0, "seconds to wait for the policy node's episode-end record"
         )
         self.service_timeout = declare(
-            self, "service_timeout", 30.0, "seconds to wait for the simulator's reset answer"
+            self,
+            "service_timeout",
+            30.0,
+            "seconds to wait for the answer of the simulator's reset or the policy node's start",
+        )
+        self.start_service = declare(
+            self,
+            "start_service",
+            "policy_node/start_episode",
+            "std_srvs/Trigger service of the policy node that starts an episode",
         )
         window = declare_statistics_window(self)
         control_rate = declare(self, "control_rate", 20.0, "checks per second (Hz)")
@@ -130,6 +146,7 @@ class RewardResetNode(Node):
         self.create_service(Trigger, "~/mark_failure", self._on_mark_failure)
         self.create_service(Trigger, "~/ready", self._on_ready)
         self._declare_homing()
+        self.start_client = self.create_client(Trigger, self.start_service)
         if self.reset_mode == "sim":
             self.reset_client = self.create_client(Trigger, self.sim_reset_service)
         else:
@@ -146,6 +163,8 @@ class RewardResetNode(Node):
         self._operator_ready = False
         self._reset_future = None
         self._reset_called = 0.0
+        self._start_future = None  # the policy node's answer to ~/start_episode, while awaited
+        self._start_called = 0.0
         self._home_future = None  # the policy node's answer to ~/home, while awaited
         self._home_accepted = False  # the policy node is homing the arm
         self._pose: tuple[np.ndarray, np.ndarray, float] | None = None  # pos, quat, stamp
@@ -178,6 +197,9 @@ class RewardResetNode(Node):
         if self._home_future is not None:  # leaving HOMING before the answer came
             self.home_client.remove_pending_request(self._home_future)
         self._home_future = None
+        if self._start_future is not None:  # leaving STARTING before the answer came
+            self.start_client.remove_pending_request(self._start_future)
+        self._start_future = None
         self._home_accepted = False
         self.state = state
         self._state_since = now_seconds(self)
@@ -186,9 +208,39 @@ class RewardResetNode(Node):
 
     # ------------------------------------------------------------------------------ episodes
     def _start_episode(self) -> None:
+        self._operator_ready = False
+        self._enter(State.STARTING)
+        self._request_start()
+
+    def _request_start(self) -> None:
+        """Call the policy node's ~/start_episode; announce the episode once it has answered."""
+        if self._start_future is None:
+            if self.start_client.service_is_ready():
+                self._start_future = self.start_client.call_async(Trigger.Request())
+                self._start_called = now_seconds(self)
+            else:
+                self._log_waiting(f"the policy node's start service {self.start_service}")
+            return
+        if not self._start_future.done():
+            if now_seconds(self) - self._start_called > self.service_timeout:
+                self.get_logger().error(
+                    f"{self.start_service} did not answer within {self.service_timeout}s; "
+                    "calling it again"
+                )
+                self.start_client.remove_pending_request(self._start_future)
+                self._start_future = None
+            return
+        result = self._start_future.result()
+        self._start_future = None
+        if result is None or not result.success:
+            self.get_logger().error(
+                f"{self.start_service} refused: {getattr(result, 'message', 'no answer')}"
+                + ("; resetting again" if self.reset_mode == "sim" else "; call ~/ready again")
+            )
+            self._enter(State.RESETTING if self.reset_mode == "sim" else State.WAITING_FOR_READY)
+            return
         self.decisions = 0
         self._episode_started = now_seconds(self)
-        self._operator_ready = False
         self._enter(State.RUNNING)
         self.event_publisher.publish(String(data="start"))
 
@@ -291,6 +343,8 @@ class RewardResetNode(Node):
             self._after_stop()
         elif self.state == State.RESETTING:
             self._reset_sim(elapsed)
+        elif self.state == State.STARTING:
+            self._request_start()
         elif self.state == State.HOMING:
             self._home(elapsed)
 

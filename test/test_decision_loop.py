@@ -1,0 +1,373 @@
+"""The policy node's decision loop without ROS: a fake clock, a fake arm, a fake policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
+from cfgrl_ros.arm.safety import SafetyConfig, SafetyEnvelope
+from cfgrl_ros.control.decision_loop import (
+    Decided,
+    DecisionLoop,
+    EpisodeEnded,
+    Log,
+    LoopSettings,
+    Phase,
+    RequestNoise,
+    SendCommand,
+)
+from cfgrl_ros.nodes.arm_interface import HomePose
+
+PARTS = ("joint_states", "current_pose", "object_pose")
+DOWN = np.array([1.0, 0.0, 0.0, 0.0])
+HOME = np.array([0.45, 0.0, 0.25])
+T0 = 1000.0  # the fake clock's start, seconds
+
+
+class FakePolicy:
+    """Features: the end-effector position; chunk: a tenth of the noise (so it shows)."""
+
+    noise_shape = (8, 7)
+    feature_dim = 3
+
+    def __init__(self) -> None:
+        self.decoded: list[tuple[np.ndarray, float]] = []
+
+    def encode(self, observation):
+        return np.asarray(observation["eef_pos"], dtype=np.float32)
+
+    def decode(self, features, noise, guidance_weight):
+        self.decoded.append((noise, guidance_weight))
+        return np.clip(0.1 * noise, -1.0, 1.0)
+
+
+class FakeArm:
+    """Observation parts with stamps; the arm goes wherever the last command sent it."""
+
+    def __init__(self, position=(0.5, 0.05, 0.2)) -> None:
+        self.position = np.asarray(position, dtype=float)
+        self.stamps: dict[str, float] = {}
+
+    def publish(self, loop: DecisionLoop, now: float, parts=PARTS) -> list:
+        outputs = []
+        for part in parts:
+            self.stamps[part] = now
+            outputs += loop.observed(part, now)
+        return outputs
+
+    def follow(self, outputs: list) -> None:
+        for output in outputs:
+            if isinstance(output, SendCommand):
+                self.position = np.asarray(output.command.target_pos, dtype=float)
+
+    def __call__(self, with_images: bool, arm_only: bool = False):
+        parts = PARTS[:2] if arm_only else PARTS
+        if any(part not in self.stamps for part in parts):
+            return None
+        observation = {
+            "joint_pos": np.zeros(7),
+            "gripper_width": np.array([0.04]),
+            "eef_pos": self.position.copy(),
+            "eef_quat": DOWN.copy(),
+            "object_pos": np.array([0.5, 0.0, -0.08]),
+            "object_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+        }
+        return observation, min(self.stamps[part] for part in parts)
+
+
+def make_loop(arm: FakeArm, listening: bool = True, blocked: str = "", **settings) -> DecisionLoop:
+    home = HomePose(
+        position=HOME,
+        orientation=DOWN,
+        tolerance=0.01,
+        rotation_tolerance=0.05,
+        timeout=5.0,
+        speed_scale=0.5,
+    )
+    return DecisionLoop(
+        LoopSettings(**settings),
+        FakePolicy(),
+        arm,
+        PARTS,
+        ArmCommandAdapter(),
+        SafetyEnvelope(SafetyConfig()),
+        home,
+        noise_actor_listening=lambda: listening,
+        blocked=lambda now: blocked,
+    )
+
+
+def of(kind, outputs: list) -> list:
+    return [output for output in outputs if isinstance(output, kind)]
+
+
+def started(loop: DecisionLoop, now: float = T0) -> list:
+    reply, outputs = loop.start_episode(now)
+    assert reply.success
+    return outputs
+
+
+def test_a_decision_waits_for_its_noise_then_executes_the_chunk_and_decides_again():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    started(loop)
+    (request,) = loop.control_step(T0)
+    assert isinstance(request, RequestNoise)
+    assert request.timeout == 30.0  # first decision: the actor may be training
+    assert loop.phase == Phase.AWAITING_NOISE
+    assert loop.control_step(T0 + 0.05) == []  # the arm keeps its target meanwhile
+
+    noise = np.full((8, 7), 2.0, dtype=np.float32)
+    outputs = loop.on_noise(request.stamp_ns, noise, T0 + 0.1)
+    (decided,) = of(Decided, outputs)
+    assert decided.from_actor and decided.index == 0
+    np.testing.assert_array_equal(decided.noise, noise)
+    np.testing.assert_allclose(decided.chunk, 0.2)
+    (command,) = of(SendCommand, outputs)  # the chunk's first action, before the record
+    assert outputs.index(command) < outputs.index(decided)
+    np.testing.assert_allclose(command.command.target_pos - arm.position, 0.2 * 0.03)
+    assert loop.phase == Phase.EXECUTING
+
+    for step in range(1, 4):  # exec_horizon 4: three more actions of the chunk
+        arm.publish(loop, T0 + 0.1 + 0.05 * step)
+        outputs = loop.control_step(T0 + 0.1 + 0.05 * step)
+        assert len(of(SendCommand, outputs)) == 1 and not of(RequestNoise, outputs)
+    arm.publish(loop, T0 + 0.3)
+    (request,) = loop.control_step(T0 + 0.3)
+    assert request.timeout == 0.05  # later decisions wait noise_timeout
+    assert loop.counts["actor_noise"] == 1
+
+
+def test_without_an_answer_in_time_the_base_policy_decides_and_late_answers_are_counted():
+    arm = FakeArm()
+    loop = make_loop(arm, first_noise_timeout=2.0)
+    arm.publish(loop, T0)
+    started(loop)
+    (request,) = loop.control_step(T0)
+    assert loop.on_noise(request.stamp_ns + 1, np.zeros((8, 7)), T0 + 0.5) == []  # not ours
+    assert loop.counts["late_answers"] == 1
+    assert loop.check_deadlines(T0 + 1.99) == []
+    arm.publish(loop, T0 + 2.0)
+    outputs = loop.check_deadlines(T0 + 2.0)
+    (decided,) = of(Decided, outputs)
+    assert not decided.from_actor
+    assert decided.noise.shape == (8, 7) and decided.noise.std() > 0.5  # w0 ~ N(0, I)
+    assert any("base policy" in log.text for log in of(Log, outputs))
+    assert len(of(SendCommand, outputs)) == 1
+    assert loop.counts["fallbacks"] == 1
+
+    assert loop.on_noise(request.stamp_ns, np.zeros((8, 7)), T0 + 2.1) == []  # too late
+    assert loop.counts["late_answers"] == 2 and loop.counts["actor_noise"] == 0
+
+
+def test_without_a_listening_noise_actor_the_base_policy_decides_at_once():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    outputs = loop.control_step(T0)
+    assert not of(RequestNoise, outputs)
+    assert not of(Decided, outputs)[0].from_actor
+
+
+def test_stale_observations_hold_the_arm_and_consume_no_action():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    held_at = arm.position.copy()  # the last pose the envelope accepted
+    arm.follow(loop.control_step(T0))
+    stale = T0 + 0.05 + SafetyConfig().max_observation_age  # no observation since T0 + 0.05
+    arm.publish(loop, T0 + 0.05)
+    outputs = loop.control_step(stale + 0.01)
+    (hold,) = of(SendCommand, outputs)
+    np.testing.assert_array_equal(hold.command.target_pos, held_at)  # where it was measured
+    assert loop.decision.step == 1  # the chunk waits for a fresh observation
+    assert any("stale_observation" in log.text for log in of(Log, outputs))
+
+
+def test_pause_holds_the_arm_until_resume():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    arm.follow(loop.control_step(T0))
+    assert loop.pause().success
+    for tick in range(1, 4):
+        arm.publish(loop, T0 + 0.05 * tick)
+        before = arm.position.copy()
+        arm.follow(loop.control_step(T0 + 0.05 * tick))
+        np.testing.assert_array_equal(arm.position, before)
+    assert loop.resume().success
+    arm.publish(loop, T0 + 0.2)
+    before = arm.position.copy()
+    arm.follow(loop.control_step(T0 + 0.2))
+    assert not np.array_equal(arm.position, before)
+
+
+def test_lockstep_steps_only_when_every_part_arrived_after_the_last_command():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)  # the simulator's reset observation, before the start
+    outputs = started(loop, T0)
+    assert len(of(Decided, outputs)) == 1  # the fresh reset observation made the first step
+    assert not loop.fresh()
+    # Two parts of the answer: no step yet; a repeated part does not make it fresh.
+    assert arm.publish(loop, 5.05, parts=PARTS[:2]) == []
+    assert arm.publish(loop, 5.05, parts=PARTS[:1]) == []
+    outputs = arm.publish(loop, 5.05, parts=PARTS[2:])
+    assert len(of(SendCommand, outputs)) == 1 and loop.decision.step == 2
+    # Time is the simulator's stamp: a wall clock far ahead does not make it stale.
+    assert not any("stale" in log.text for log in of(Log, outputs))
+
+
+def test_lockstep_resends_an_unanswered_command():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    (command,) = of(SendCommand, started(loop, T0))
+    assert loop.check_deadlines(T0 + 0.9) == []
+    outputs = loop.check_deadlines(T0 + 1.1)
+    (again,) = of(SendCommand, outputs)
+    assert again.command is command.command
+
+
+def test_lockstep_end_waits_for_the_answer_to_the_last_command():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    started(loop, T0)
+    assert loop.end_episode(True, T0 + 0.1) == []
+    assert loop.phase == Phase.STOPPING
+    arm.position = np.array([0.6, 0.0, 0.1])  # where the last command led
+    outputs = arm.publish(loop, 5.05)
+    (end,) = of(EpisodeEnded, outputs)
+    assert end.success and end.decisions == 1
+    np.testing.assert_allclose(end.features, [0.6, 0.0, 0.1])
+    assert loop.phase == Phase.IDLE
+    # After the end, the next episode's first step needs parts newer than the end.
+    reply, outputs = loop.start_episode(T0 + 1.0)
+    assert reply.success and outputs == [of(Log, outputs)[0]]
+
+
+def test_lockstep_end_without_an_answer_comes_after_stop_wait():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    started(loop, T0)
+    loop.end_episode(False, T0)
+    assert loop.check_deadlines(T0 + 0.4) == []
+    (end,) = of(EpisodeEnded, loop.check_deadlines(T0 + 0.6))
+    assert not end.success
+
+
+def test_timer_mode_end_is_published_at_once():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    loop.control_step(T0)
+    (end,) = of(EpisodeEnded, loop.end_episode(False, T0 + 0.05))
+    assert end.decisions == 1 and loop.phase == Phase.IDLE
+    assert loop.end_episode(True, T0 + 0.1) == []  # nothing runs: nothing to end
+
+
+def test_homing_moves_in_bounded_steps_with_the_gripper_open_until_home():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    reply, outputs = loop.request_home(T0)
+    assert reply.success and reply.message.startswith("moving to the home pose")
+    assert loop.phase == Phase.HOMING
+    arm.follow(outputs)
+    steps = 1
+    now = T0
+    while loop.phase == Phase.HOMING:
+        now += 0.05
+        before = arm.position.copy()
+        arm.publish(loop, now)
+        outputs = loop.control_step(now)
+        (command,) = of(SendCommand, outputs)
+        assert command.command.gripper_width == 0.08
+        assert np.abs(command.command.target_pos - before).max() <= 0.5 * 0.03 + 1e-9
+        arm.follow(outputs)
+        steps += 1
+        assert steps < 30
+    assert np.linalg.norm(arm.position - HOME) <= 0.01
+    assert any("at the home pose" in log.text for log in of(Log, outputs))
+
+
+def test_homing_stops_at_its_timeout():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    loop.request_home(T0)  # the arm does not follow
+    arm.publish(loop, T0 + 4.9)
+    assert of(SendCommand, loop.control_step(T0 + 4.9))
+    outputs = loop.control_step(T0 + 5.1)
+    assert loop.phase == Phase.IDLE and not of(SendCommand, outputs)
+    assert "did not reach the home pose" in of(Log, outputs)[0].text
+
+
+def test_homing_while_paused_holds_until_resume():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    loop.pause()
+    reply, outputs = loop.request_home(T0)
+    assert reply.success and reply.message == "paused: homing starts after ~/resume"
+    np.testing.assert_array_equal(of(SendCommand, outputs)[0].command.target_pos, arm.position)
+
+
+def test_homing_is_refused_during_an_episode_in_lockstep_and_after_shutdown():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    started(loop)
+    reply, outputs = loop.request_home(T0)  # the episode was started: no delivery race
+    assert not reply.success and "an episode is running" in reply.message and outputs == []
+    loop.end_episode(True, T0)
+    assert loop.request_home(T0)[0].success
+
+    lockstep = make_loop(FakeArm(), lockstep=True)
+    assert "lockstep simulator" in lockstep.request_home(T0)[0].message
+
+    stopped = make_loop(arm)
+    stopped.shutdown(T0, can_publish=True)
+    reply, _ = stopped.request_home(T0)
+    assert not reply.success and "shut down" in reply.message
+    assert not stopped.start_episode(T0)[0].success
+    assert not stopped.resume().success
+
+
+def test_a_start_ends_homing():
+    arm = FakeArm()
+    loop = make_loop(arm)
+    arm.publish(loop, T0)
+    loop.request_home(T0)
+    outputs = started(loop)
+    assert loop.phase == Phase.EXECUTING
+    assert "episode started before the arm was home" in [log.text for log in of(Log, outputs)]
+
+
+@pytest.mark.parametrize(
+    ("lockstep", "blocked", "can_publish", "holds"),
+    [
+        (False, "", True, True),
+        (True, "", True, False),  # a target would step the simulator
+        (False, "robot_mode_reflex", True, False),
+        (False, "", False, False),  # the context is gone
+    ],
+)
+def test_shutdown_sends_a_last_hold_only_when_it_may(lockstep, blocked, can_publish, holds):
+    arm = FakeArm()
+    loop = make_loop(arm, blocked=blocked, lockstep=lockstep)
+    arm.publish(loop, T0)
+    loop.envelope.check_observation(*arm(with_images=False), T0)
+    outputs = loop.shutdown(T0 + 0.01, can_publish)
+    assert len(of(SendCommand, outputs)) == int(holds)
+    if holds:
+        np.testing.assert_array_equal(outputs[0].command.target_pos, arm.position)
+    assert loop.envelope.shut_down
