@@ -45,6 +45,13 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "path of the FlowPolicy checkpoint (.pt) that the policy node and the noise actor load",
     ),
     LaunchArgument(
+        "run_dir",
+        "",
+        "the noise actor's run folder (agent and replay buffer checkpoints), resumed when it "
+        "holds a run of the same policy and agent settings; empty: one folder per policy file, "
+        "runs/dsrl_franka/<policy file stem>-<first 8 hex digits of its sha256>",
+    ),
+    LaunchArgument(
         "config",
         "",
         f"ROS parameter file for every node; empty: the package's config/{CONFIG_FILE}",
@@ -185,9 +192,13 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     nodes = []
     if sim:
         nodes.append(node("franka_sim_node", {"mode": "lockstep", "use_camera": use_camera}))
+    actor: dict[str, Any] = dict(shared)
+    run_dir = values["run_dir"].strip()
+    if run_dir:
+        actor["run_dir"] = str(Path(run_dir).expanduser().resolve())
     nodes += [
         node("policy_node", {**shared, "lockstep": sim, "use_camera": use_camera}),
-        node("noise_actor_node", shared),
+        node("noise_actor_node", actor),
         node("reward_reset_node", {"reset": "sim" if sim else "real"}),
     ]
     return nodes

@@ -19,7 +19,10 @@ from cfgrl_ros.sim.rollout import expert_episodes
 pytestmark = pytest.mark.sim
 
 HORIZON = 12  # control ticks per episode: 3 decisions of 4 ticks
-SMALL_AGENT = ["--utd", "2", "--prefill", "4", "--batch-size", "16", "--hidden", "32", "32"]
+SMALL_AGENT = [
+    *("--utd", "2", "--prefill", "4", "--batch-size", "16", "--hidden", "32", "32"),
+    *("--exec-horizon", "4"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +229,33 @@ def test_adapt_refuses_an_out_that_is_a_file_or_a_bag(tiny_policy, tmp_path, cap
 def test_adapt_reports_bad_inputs(tmp_path, capsys):
     code, _, error = adapt(capsys, tmp_path / "missing.pt", tmp_path / "out")
     assert code == 1 and "no policy checkpoint" in error
+
+
+def test_adapt_defaults_are_the_documented_benchmark_settings():
+    """Without agent flags, adapt runs the agent docs/benchmarks.md measured (DSRL on Lift: 8
+    actions per decision, discount 0.92, UTD 10, batch 256, 256x256, prefill 130, magnitude
+    1.5, full noise, noise prior 0.1), from the agent's own defaults."""
+    import argparse
+
+    from cfgrl_ros.cli import adapt as command
+    from cfgrl_ros.dsrl import DsrlConfig
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    config = command._config(parser.parse_args(["--policy", "p.pt", "--out", "run"]))
+    benchmark = dict(
+        algo="dsrl_na",
+        exec_horizon=8,
+        gamma=0.92,
+        utd=10,
+        batch_size=256,
+        hidden_sizes=(256, 256),
+        prefill_decisions=130,
+        magnitude=1.5,
+        noise_mode="full",
+        noise_prior_weight=0.1,
+        target_entropy=0.0,
+        initial_entropy_coef=0.01,
+    )
+    assert config == DsrlConfig(**benchmark, seed=0, device="cpu")
+    assert config == DsrlConfig(device="cpu")

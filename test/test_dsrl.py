@@ -9,7 +9,9 @@ policy (w0 ~ N(0, I)) earns about -1.2 and the zero-noise policy about 0.6.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +33,7 @@ from cfgrl_ros.dsrl import (
     make_noise_env,
     run_episode,
 )
+from cfgrl_ros.dsrl.agent import POLICY_HASH, file_sha256, setting_differences
 from cfgrl_ros.dsrl.replay import episode_transitions
 from cfgrl_ros.observation import OBSERVATION_FIELDS, state_vector
 
@@ -538,3 +541,65 @@ def test_load_names_what_is_wrong(tmp_path):
 
     with pytest.raises(ValueError, match="chunks"):
         NoiseAgent.load(tmp_path, LongerChunks())
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def test_a_run_resumes_only_with_its_policy_file_and_agent_settings():
+    """The comparison adapt and the noise actor share: each difference named by what the user
+    sets it with; the device may change."""
+    from cfgrl_ros.nodes.noise_actor_node import resume_differences
+
+    saved = toy_config(utd=2)
+    run = {POLICY_HASH: "a" * 64}
+    assert resume_differences(run, saved, run, dataclasses.replace(saved, device="cuda")) == []
+    other_policy = {POLICY_HASH: "b" * 64}
+    assert resume_differences(run, saved, other_policy, toy_config(utd=3, exec_horizon=1)) == [
+        "checkpoint: a different policy file than the run's",
+        "exec_horizon: run has 2, parameters give 1",
+        "agent.utd: run has 2, parameters give 3",
+    ]
+    assert setting_differences({"utd": 2}, {"utd": 3}, {"utd": "--utd"}, "command gives") == [
+        "--utd: run has 2, command gives 3"
+    ]
+
+
+def _tiny_flow_policy(path: Path, seed: int) -> Path:
+    from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
+
+    torch.manual_seed(seed)
+    config = PolicyConfig(
+        horizon=8, flow_steps=2, hidden_dims=(32, 32), state_hidden_dims=(32,), state_feature_dim=16
+    )
+    FlowPolicy(config).save(path)
+    return path
+
+
+@pytest.mark.ros
+def test_the_noise_actor_refuses_to_resume_a_run_of_another_policy(ros_nodes, tmp_path):
+    """Policy B launched on policy A's run folder: the node stops at start and names the
+    differences and the way out, instead of training A's agent on B's features."""
+    from cfgrl_ros.policy.flow_policy import FlowPolicy
+
+    policy_a = _tiny_flow_policy(tmp_path / "policy_a.pt", seed=1)
+    policy_b = _tiny_flow_policy(tmp_path / "policy_b.pt", seed=2)
+    small = {"batch_size": 16, "prefill_decisions": 8}
+    run_dir = tmp_path / "run"
+    config = DsrlConfig(**small, utd=2, hidden_sizes=(32, 32))
+    agent = make_noise_agent(FlowPolicy.load(policy_a, "cpu"), 1.0, config)
+    agent.save(run_dir / "agent", {"run": {POLICY_HASH: file_sha256(policy_a)}})
+
+    parameters = {
+        "checkpoint": str(policy_b),
+        "run_dir": str(run_dir),
+        "device": "cpu",
+        "agent": {**small, "hidden_sizes": [32, 32], "utd": 3},
+    }
+    node = ros_nodes.start("noise_actor_node", parameters=parameters, wait=0)
+    assert node.process.wait(120) == 1
+    log = node.log()
+    assert "cannot start:" in log and "Traceback" not in log
+    assert "checkpoint: a different policy file than the run's" in log
+    assert "agent.utd: run has 2, parameters give 3" in log
+    assert "run_dir" in log and str(run_dir) in log

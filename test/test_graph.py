@@ -56,6 +56,20 @@ def test_simulated_graph_has_every_node_with_the_arguments_parameters(checkpoint
     assert by_name["reward_reset_node"].parameters == {"reset": "sim"}
 
 
+def test_run_dir_argument_gives_the_noise_actor_its_run_folder(checkpoint, tmp_path, monkeypatch):
+    """run_dir:= reaches the noise actor alone, as an absolute path (the nodes' working
+    directory may differ from the launcher's); empty leaves the node its per-policy default."""
+    monkeypatch.chdir(tmp_path)
+    nodes = describe_graph({"policy": str(checkpoint), "run_dir": "runs/mine"})
+    by_name = {node.name: node for node in nodes}
+    assert by_name["noise_actor_node"].parameters["run_dir"] == str(tmp_path / "runs" / "mine")
+    assert all(
+        "run_dir" not in node.parameters for node in nodes if node.name != "noise_actor_node"
+    )
+    by_name = {node.name: node for node in describe_graph({"policy": str(checkpoint)})}
+    assert "run_dir" not in by_name["noise_actor_node"].parameters
+
+
 def test_real_arm_graph_starts_no_simulator_and_loads_the_arm_config(checkpoint):
     nodes = describe_graph({"policy": str(checkpoint), "sim": "false", "namespace": "fr3/"})
     assert [node.name for node in nodes] == list(EXECUTABLES[1:])
@@ -126,7 +140,7 @@ def test_launch_argument_parameters_win_over_the_files(checkpoint, tmp_path):
         "checkpoint": str(checkpoint),
         "lockstep": False,
         "robot_mode_guard": True,
-        "exec_horizon": 4,
+        "exec_horizon": 8,
     }
 
 
@@ -290,22 +304,10 @@ def test_decision_and_episode_end_records_round_trip():
         contract.is_episode_end(stranger)
 
 
-def test_noise_agent_settings_in_the_graph_are_the_agent_defaults():
-    """dsrl_franka.yaml spells out the noise agent's settings for users to edit; they must be
-    DsrlConfig's defaults, so the ROS graph learns with the agent `adapt` and the benchmarks
-    measured (an entropy coefficient 100x too large here once made the graph avoid success)."""
+def test_the_graph_executes_as_many_actions_per_decision_as_the_agent_expects():
+    """The policy node reads exec_horizon from the file's /** section, the noise actor too; it
+    must be the agent's default, which the benchmarks measured."""
     from cfgrl_ros.dsrl import DsrlConfig
-    from cfgrl_ros.nodes.noise_actor_node import AGENT_PARAMETERS
 
     sections = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
-    agent = sections["/**/noise_actor_node"]["ros__parameters"]["agent"]
-    assert set(agent) == set(AGENT_PARAMETERS)
-    defaults = DsrlConfig()
-    for name, value in agent.items():
-        default = getattr(defaults, name)
-        if name == "decode_steps":
-            default = default or 0
-        elif name == "hidden_sizes":
-            default = list(default)
-        assert value == default, f"dsrl_franka.yaml agent.{name}: {value} != DsrlConfig's {default}"
-    assert sections["/**"]["ros__parameters"]["exec_horizon"] == defaults.exec_horizon
+    assert sections["/**"]["ros__parameters"]["exec_horizon"] == DsrlConfig().exec_horizon

@@ -62,7 +62,7 @@ def test_launch_file_imports_where_launch_is_not_installed():
     "arguments",
     [
         {"guidance_weight": "2.0", "use_camera": "true"},
-        {"sim": "false", "namespace": "fr3"},
+        {"sim": "false", "namespace": "fr3", "run_dir": "runs/fr3"},
     ],
 )
 def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):

@@ -379,3 +379,13 @@ def test_the_real_arm_configuration_is_consistent():
     assert merged("reward_reset_node")["home_position"] == policy["home_position"]
     for box in (adapter, safety):
         assert np.all(home >= box.workspace_low) and np.all(home <= box.workspace_high)
+
+
+def test_the_default_envelope_acts_only_on_mistakes_of_the_default_adapter():
+    """SafetyConfig's own rule: step limits at or above sqrt(3) x the adapter's step sizes, so
+    a full diagonal action of a correct adapter is never limited (0.05 m once broke it)."""
+    adapter, safety = AdapterConfig(), SafetyConfig()
+    assert safety.max_translation_step >= np.sqrt(3) * adapter.max_translation
+    assert safety.max_rotation_step >= np.sqrt(3) * adapter.max_rotation
+    assert np.all(np.array(safety.workspace_low) <= adapter.workspace_low)
+    assert np.all(np.array(safety.workspace_high) >= adapter.workspace_high)

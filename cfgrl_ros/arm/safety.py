@@ -46,6 +46,7 @@ import numpy as np
 
 from cfgrl_ros.arm.command_adapter import ArmCommand, relative_rotvec, rotated
 from cfgrl_ros.observation import OBSERVATION_FIELDS, is_finite
+from cfgrl_ros.settings import setting, setting_problems
 
 REASONS: dict[str, str] = {
     # observation (check_observation)
@@ -81,20 +82,53 @@ class SafetyConfig:
 
     Set ``max_translation_step`` at or above sqrt(3) x the adapter's ``max_translation``, and
     ``max_rotation_step`` at or above sqrt(3) x its ``max_rotation``, so the envelope only
-    acts when something upstream is wrong.
+    acts when something upstream is wrong (the defaults do, for the adapter's defaults).
     """
 
-    workspace_low: tuple[float, float, float] = (0.25, -0.45, -0.105)
-    workspace_high: tuple[float, float, float] = (0.85, 0.45, 0.40)
-    max_translation_step: float = 0.05  # distance between target and measured position
-    max_rotation_step: float = 0.25  # angle between target and measured orientation
-    gripper_min_width: float = 0.0
-    gripper_max_width: float = 0.08
-    max_grasp_force: float = 40.0
-    max_observation_age: float = 0.25  # older observations hold the arm
-    watchdog_timeout: float = 1.0  # without an accepted observation this long, stop sending
+    workspace_low: tuple[float, float, float] = setting(
+        (0.25, -0.45, -0.105),
+        "lower corner (x, y, z) of the box targets are clipped to, base frame, m",
+    )
+    workspace_high: tuple[float, float, float] = setting(
+        (0.85, 0.45, 0.40),
+        "upper corner (x, y, z) of the box targets are clipped to, base frame, m",
+    )
+    max_translation_step: float = setting(
+        0.06,
+        "largest distance (m) between a target and the measured position; at least sqrt(3) x "
+        "the adapter's max_translation (0.052 m for 0.03 m)",
+        minimum=0.0,
+        above=True,
+    )
+    max_rotation_step: float = setting(
+        0.25,
+        "largest angle (rad) between a target and the measured orientation; at least sqrt(3) "
+        "x the adapter's max_rotation (0.17 rad for 0.1 rad)",
+        minimum=0.0,
+        above=True,
+    )
+    gripper_min_width: float = setting(0.0, "smallest commanded finger opening (m)", minimum=0.0)
+    gripper_max_width: float = setting(0.08, "largest commanded finger opening (m)", minimum=0.0)
+    max_grasp_force: float = setting(
+        40.0,
+        "largest grasp force (N); a larger grasp_force is lowered to it",
+        minimum=0.0,
+        above=True,
+    )
+    max_observation_age: float = setting(
+        0.25, "observations older than this (s) hold the arm", minimum=0.0, above=True
+    )
+    watchdog_timeout: float = setting(
+        1.0,
+        "without an accepted observation for this long (s), stop sending targets",
+        minimum=0.0,
+        above=True,
+    )
 
     def __post_init__(self) -> None:
+        problems = setting_problems(self)
+        if problems:
+            raise ValueError("invalid safety settings: " + "; ".join(problems))
         low = np.asarray(self.workspace_low, dtype=float)
         high = np.asarray(self.workspace_high, dtype=float)
         if low.shape != (3,) or high.shape != (3,) or not np.all(low < high):
@@ -102,16 +136,12 @@ class SafetyConfig:
                 f"workspace_low {self.workspace_low} must be 3 numbers each below "
                 f"workspace_high {self.workspace_high}"
             )
-        for name in ("max_translation_step", "max_rotation_step", "max_grasp_force"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if not 0 <= self.gripper_min_width < self.gripper_max_width:
+        if not self.gripper_min_width < self.gripper_max_width:
             raise ValueError(
                 f"need 0 <= gripper_min_width ({self.gripper_min_width}) < "
                 f"gripper_max_width ({self.gripper_max_width})"
             )
-        if not 0 < self.max_observation_age < self.watchdog_timeout:
+        if not self.max_observation_age < self.watchdog_timeout:
             raise ValueError(
                 f"need 0 < max_observation_age ({self.max_observation_age}) < "
                 f"watchdog_timeout ({self.watchdog_timeout}) seconds"

@@ -6,12 +6,15 @@ learning_curve.png and summary.json. The final success rate comes from a separat
 with the deterministic noise actor on initial states not seen in training. With --json the last
 line of the output is one JSON object:
 {"algo": ..., "episodes": N, "success_curve": [...], "final_success": x, ...}.
+
+The agent's defaults are the settings of the DSRL benchmark in docs/benchmarks.md (8 actions
+per decision, UTD 10, 256x256, ...): `--policy P --w 2 --eval-episodes 50 --out O` runs one
+of its rows (seed 0).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -21,6 +24,7 @@ import numpy as np
 
 from cfgrl_ros.cli.arguments import finite_number, integer_at_least
 from cfgrl_ros.paths import file_in_the_way
+from cfgrl_ros.settings import add_setting_flag
 from cfgrl_ros.sim.env import TASKS
 
 AGENT_DIR = "agent"
@@ -28,13 +32,26 @@ EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes reset from seeds no training
 ROLLING_WINDOW = 10
 
 
+# DsrlConfig setting -> its flag; type, default, help and bounds come from the setting.
+AGENT_FLAGS = {
+    "algo": "--algo",
+    "utd": "--utd",
+    "gamma": "--gamma",
+    "prefill_decisions": "--prefill",
+    "magnitude": "--magnitude",
+    "noise_mode": "--noise-mode",
+    "exec_horizon": "--exec-horizon",
+    "noise_prior_weight": "--noise-prior-weight",
+    "batch_size": "--batch-size",
+    "hidden_sizes": "--hidden",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cfgrl_ros.dsrl.agent import DsrlConfig
 
-    defaults = DsrlConfig()
     parser.add_argument("--policy", required=True, help="policy checkpoint (cfgrl-ros pretrain)")
     parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
-    parser.add_argument("--algo", default="dsrl_na", choices=["dsrl_na", "dsrl_sac"])
     parser.add_argument(
         "--episodes", type=integer_at_least(0), default=100, help="online training episodes"
     )
@@ -88,38 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=20,
         help="final evaluation episodes (at least 20 for a meaningful rate)",
     )
-    parser.add_argument("--utd", type=int, default=defaults.utd, help="updates per decision")
-    parser.add_argument(
-        "--gamma",
-        type=float,
-        default=defaults.gamma,
-        help="discount per decision (a per-tick discount g gives g ** exec_horizon)",
-    )
-    parser.add_argument(
-        "--prefill",
-        type=int,
-        default=defaults.prefill_decisions,
-        help="base-policy decisions before learning (0 with --offline-bag: act with the "
-        "offline-trained actor from the start)",
-    )
-    parser.add_argument("--magnitude", type=float, default=defaults.magnitude, help="noise bound")
-    parser.add_argument("--noise-mode", choices=["full", "shared"], default=defaults.noise_mode)
-    parser.add_argument(
-        "--exec-horizon", type=int, default=defaults.exec_horizon, help="actions run per decision"
-    )
-    parser.add_argument(
-        "--noise-prior-weight",
-        type=float,
-        default=defaults.noise_prior_weight,
-        help="DSRL-NA: weight b of the prior log N(w0; 0, I) in the actor's objective; it keeps "
-        "the noise near the frozen policy's most likely noise until the critic finds better. "
-        "In units of the reward per decision (0: DSRL-NA as published; DSRL-SAC is stock SAC "
-        "and has no prior)",
-    )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument(
-        "--hidden", type=int, nargs="+", default=list(defaults.hidden_sizes), help="MLP widths"
-    )
+    for name, flag in AGENT_FLAGS.items():
+        add_setting_flag(parser, DsrlConfig, name, flag)
     parser.add_argument("--horizon", type=int, help="control ticks per episode (default: task's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (agent and policy)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -129,20 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     from cfgrl_ros.dsrl.agent import DsrlConfig
 
-    return DsrlConfig(
-        algo=args.algo,
-        seed=args.seed,
-        device=args.device,
-        utd=args.utd,
-        gamma=args.gamma,
-        prefill_decisions=args.prefill,
-        magnitude=args.magnitude,
-        noise_mode=args.noise_mode,
-        exec_horizon=args.exec_horizon,
-        noise_prior_weight=args.noise_prior_weight,
-        batch_size=args.batch_size,
-        hidden_sizes=tuple(args.hidden),
-    )
+    values = {name: getattr(args, name) for name in AGENT_FLAGS}
+    values["hidden_sizes"] = tuple(values["hidden_sizes"])
+    return DsrlConfig(**values, seed=args.seed, device=args.device)
 
 
 # The flag that sets each compared setting (the others are not flags of this command).
@@ -155,17 +131,8 @@ FLAGS = {
     "topic": "--topic",
     "synthetic_ratio": "--synthetic-ratio",
     "offline_updates": "--offline-updates",
-    "algo": "--algo",
     "seed": "--seed",
-    "utd": "--utd",
-    "gamma": "--gamma",
-    "prefill_decisions": "--prefill",
-    "magnitude": "--magnitude",
-    "noise_mode": "--noise-mode",
-    "exec_horizon": "--exec-horizon",
-    "noise_prior_weight": "--noise-prior-weight",
-    "batch_size": "--batch-size",
-    "hidden_sizes": "--hidden",
+    **AGENT_FLAGS,
 }
 
 
@@ -175,9 +142,11 @@ def _run_settings(args: argparse.Namespace) -> dict:
     --episodes, --w, --eval-episodes and --device may change between sessions; the policy is
     compared by the hash of its file (the same weights under another path resume).
     """
+    from cfgrl_ros.dsrl.agent import POLICY_HASH, file_sha256
+
     offline = args.offline_bag or []
     return {
-        "policy_sha256": hashlib.sha256(Path(args.policy).read_bytes()).hexdigest(),
+        POLICY_HASH: file_sha256(args.policy),
         "task": args.task,
         "horizon": args.horizon,
         "offline_bag": [str(path.resolve()) for path in offline],
@@ -186,28 +155,6 @@ def _run_settings(args: argparse.Namespace) -> dict:
         "synthetic_ratio": args.synthetic_ratio,
         "offline_updates": args.offline_updates if offline else None,
     }
-
-
-def _comparable(config) -> dict:
-    values = config.to_dict()
-    values.pop("device")  # a run may resume on another device
-    values["hidden_sizes"] = list(values["hidden_sizes"])
-    return values
-
-
-def _differences(saved: dict, given: dict) -> list[str]:
-    """'--flag: run has X, command gives Y' for every setting that differs."""
-    differences = []
-    for key in sorted(set(saved) | set(given)):
-        if saved.get(key) != given.get(key):
-            name = FLAGS.get(key, key)
-            if key == "policy_sha256":
-                differences.append(f"{name}: a different policy file than the run's")
-            else:
-                differences.append(
-                    f"{name}: run has {saved.get(key)!r}, command gives {given.get(key)!r}"
-                )
-    return differences
 
 
 def _fail(message: str) -> int:
@@ -233,7 +180,13 @@ def run(args: argparse.Namespace) -> int:
         )
 
     from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
-    from cfgrl_ros.dsrl.agent import NoiseAgent, make_noise_agent, make_noise_env
+    from cfgrl_ros.dsrl.agent import (
+        NoiseAgent,
+        comparable_settings,
+        make_noise_agent,
+        make_noise_env,
+        setting_differences,
+    )
     from cfgrl_ros.evaluation import make_env
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
@@ -257,8 +210,10 @@ def run(args: argparse.Namespace) -> int:
                 "--out to start afresh"
             )
         # Runs from before the settings were recorded are checked on their agent's config.
-        differences = _differences(agent.metadata.get("run", settings), settings) + _differences(
-            _comparable(agent.config), _comparable(config)
+        differences = setting_differences(
+            agent.metadata.get("run", settings), settings, FLAGS, "command gives"
+        ) + setting_differences(
+            comparable_settings(agent.config), comparable_settings(config), FLAGS, "command gives"
         )
         if differences:
             return _fail(

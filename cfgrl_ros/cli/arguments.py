@@ -8,25 +8,33 @@ import math
 from collections.abc import Callable
 
 
-def integer_at_least(minimum: int) -> Callable[[str], int]:
-    """An integer >= `minimum`."""
+def integer_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer >= `minimum` (and <= `maximum` when given)."""
+    bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
 
     return parse
 
 
-def finite_number(minimum: float | None = None, *, above: bool = False) -> Callable[[str], float]:
+def finite_number(
+    minimum: float | None = None, *, above: bool = False, maximum: float | None = None
+) -> Callable[[str], float]:
     """A finite float (nan passes every comparison, so it is refused by name), >= `minimum`
-    (> with `above`) when given."""
-    bound = "" if minimum is None else f" {'>' if above else '>='} {minimum:g}"
+    (> with `above`) and <= `maximum` when given."""
+    bounds = []
+    if minimum is not None:
+        bounds.append(f"{'>' if above else '>='} {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"<= {maximum:g}")
+    bound = "".join(f" {text}" for text in (" and ".join(bounds),) if text)
 
     def parse(text: str) -> float:
         try:
@@ -34,7 +42,8 @@ def finite_number(minimum: float | None = None, *, above: bool = False) -> Calla
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         too_small = minimum is not None and (value <= minimum if above else value < minimum)
-        if not math.isfinite(value) or too_small:
+        too_large = maximum is not None and value > maximum
+        if not math.isfinite(value) or too_small or too_large:
             raise argparse.ArgumentTypeError(f"must be a finite number{bound}, got {text}")
         return value
 

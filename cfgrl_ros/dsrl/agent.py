@@ -15,6 +15,7 @@ decision waits for at most one update.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -38,6 +39,7 @@ from cfgrl_ros.dsrl.dsrl_sac import DsrlSac
 from cfgrl_ros.dsrl.noise_space import NOISE_MODES, FrozenPolicy, NoiseSpace, NoiseSpaceEnv
 from cfgrl_ros.dsrl.replay import DecisionReplayBuffer, episode_transitions
 from cfgrl_ros.policy.checkpoint import resolve_device
+from cfgrl_ros.settings import setting, setting_problems
 
 ALGORITHMS: dict[str, type[DsrlSac]] = {"dsrl_na": DsrlNa, "dsrl_sac": DsrlSac}
 CHECKPOINT_FORMAT = "cfgrl_ros.noise_agent"
@@ -47,71 +49,94 @@ LATEST = "latest.json"  # names the newest complete checkpoint folder
 
 @dataclass(frozen=True)
 class DsrlConfig:
-    """Settings of a noise agent (defaults: docs/algorithms.md section 3)."""
+    """Settings of a noise agent (docs/algorithms.md section 3).
 
-    algo: str = "dsrl_na"  # "dsrl_na" (noise-aliased, usable offline) or "dsrl_sac"
-    noise_mode: str = "full"  # "full": one noise vector per chunk step; "shared": one repeated
-    magnitude: float = 1.5  # w0 = magnitude * tanh(u)
-    exec_horizon: int = 4  # actions of each chunk executed per decision
-    gamma: float = 0.99  # discount per decision
-    batch_size: int = 256
-    learning_rate: float = 3e-4
-    tau: float = 0.005
-    utd: int = 20  # gradient updates per decision (update-to-data ratio)
-    prefill_decisions: int = 100  # base-policy decisions (w0 ~ N(0, I)) before learning
-    hidden_sizes: tuple[int, ...] = (256, 256, 256)
-    layer_norm: bool = True
-    n_critics: int = 2
-    target_entropy: float = 0.0
-    # SAC's alpha at the start (then tuned). Small: the entropy of a 56-d noise actor is ~35
-    # nats at first, and alpha * 35 per decision must stay well below the success reward.
-    initial_entropy_coef: float = 0.01
-    # Added to every decision's reward before learning. With the task's sparse 1.0 at success,
-    # -1 makes it "-1 per decision until success": then SAC's entropy bonus can never make
-    # staying in an episode worth more than ending it with a success.
-    reward_offset: float = -1.0
-    # DSRL-NA: weight b of the base noise's log-density in the actor's objective (it maximises
-    # Q^W + b log N(w0; 0, I) - alpha log pi^W). In 56 dimensions N(0, I) noise never comes
-    # near the centre, so the critics know nothing there and their errors pull the actor
-    # around; b keeps it at the noise the frozen policy finds most likely (w0 = 0) until the
-    # critic shows something better. In units of Q: it weighs against reward_offset and gamma.
-    # 0: DSRL-NA as published.
-    noise_prior_weight: float = 0.1
-    buffer_size: int = 200_000  # decisions kept
-    redistill_updates: int = 500  # DSRL-NA: Q^W-only updates after a guidance weight change
-    # Euler steps of every decode (the env's and DSRL-NA's: one decoder); None: the policy's.
-    decode_steps: int | None = None
-    seed: int = 0
+    The defaults are the settings of the DSRL benchmark in docs/benchmarks.md (measured on Lift
+    with 100-tick episodes), so `cfgrl-ros adapt` without flags runs the documented agent.
+    """
+
+    algo: str = setting(
+        "dsrl_na",
+        "dsrl_na (noise-aliased, learns from recorded actions too) or dsrl_sac (stock SAC on "
+        "the noise)",
+        choices=tuple(ALGORITHMS),
+        deployment=True,
+    )
+    noise_mode: str = setting(
+        "full",
+        "full: one noise vector per chunk step; shared: one, repeated",
+        choices=NOISE_MODES,
+    )
+    magnitude: float = setting(
+        1.5, "noise bound: w0 = magnitude * tanh(u)", minimum=0.0, above=True
+    )
+    exec_horizon: int = setting(
+        8,
+        "actions of each chunk executed per decision (the policy node's and the agent's must "
+        "agree); 8 makes 13 decisions of a 100-tick Lift episode",
+        minimum=1,
+        maximum=1000,
+    )
+    gamma: float = setting(
+        0.92,
+        "discount per decision (0.99 per tick ** 8 actions per decision)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    batch_size: int = setting(256, "transitions per gradient update", minimum=1)
+    learning_rate: float = setting(
+        3e-4, "Adam learning rate of actor and critics", minimum=0.0, above=True
+    )
+    tau: float = setting(
+        0.005, "target network soft-update rate", minimum=0.0, maximum=1.0, above=True
+    )
+    utd: int = setting(10, "gradient updates per stored decision (update-to-data ratio)", minimum=0)
+    prefill_decisions: int = setting(
+        130,
+        "base-policy decisions (w0 ~ N(0, I)) stored before learning starts (~10 Lift episodes)",
+        minimum=0,
+    )
+    hidden_sizes: tuple[int, ...] = setting(
+        (256, 256), "hidden layer widths of actor and critics", minimum=1
+    )
+    layer_norm: bool = setting(True, "LayerNorm in actor and critics")
+    n_critics: int = setting(
+        2, "critics in the ensemble (the minimum over them is the target)", minimum=1
+    )
+    target_entropy: float = setting(0.0, "SAC's target entropy")
+    # Small: the entropy of a 56-d noise actor is ~35 nats at first, and alpha * 35 per
+    # decision must stay well below the success reward.
+    initial_entropy_coef: float = setting(
+        0.01, "SAC's entropy coefficient alpha at the start (then tuned)", minimum=0.0, above=True
+    )
+    # With the task's sparse 1.0 at success, -1 makes it "-1 per decision until success": then
+    # SAC's entropy bonus can never make staying in an episode worth more than ending it with
+    # a success.
+    reward_offset: float = setting(-1.0, "added to every decision's reward before learning")
+    # In 56 dimensions N(0, I) noise never comes near the centre, so the critics know nothing
+    # there and their errors pull the actor around; b keeps it at the noise the frozen policy
+    # finds most likely (w0 = 0) until the critic shows something better. In units of Q: it
+    # weighs against reward_offset and gamma.
+    noise_prior_weight: float = setting(
+        0.1,
+        "DSRL-NA: weight b of the prior log N(w0; 0, I) in the actor's objective (it maximises "
+        "Q^W + b log N(w0; 0, I) - alpha log pi^W); keeps the noise near the frozen policy's "
+        "most likely noise until the critic finds better (0: DSRL-NA as published)",
+        minimum=0.0,
+    )
+    buffer_size: int = setting(200_000, "decisions kept in the replay buffer", minimum=1)
+    redistill_updates: int = setting(
+        500, "DSRL-NA: Q^W-only updates after a guidance weight change", minimum=0
+    )
+    # One decoder for the env's decodes and DSRL-NA's training.
+    decode_steps: int | None = setting(
+        None, "Euler steps of every decode (0: the policy's)", minimum=1, none_as=0
+    )
+    seed: int = setting(0, "random seed of the agent", minimum=0)
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.algo not in ALGORITHMS:
-            problems.append(f"algo {self.algo!r} is not one of {sorted(ALGORITHMS)}")
-        if self.noise_mode not in NOISE_MODES:
-            problems.append(f"noise_mode {self.noise_mode!r} is not one of {NOISE_MODES}")
-        if not self.magnitude > 0:
-            problems.append(f"magnitude must be > 0, got {self.magnitude}")
-        if not 0 <= self.gamma <= 1:
-            problems.append(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0 < self.tau <= 1:
-            problems.append(f"tau must be in (0, 1], got {self.tau}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not self.noise_prior_weight >= 0:
-            problems.append(f"noise_prior_weight must be >= 0, got {self.noise_prior_weight}")
-        if not self.initial_entropy_coef > 0:
-            problems.append(f"initial_entropy_coef must be > 0, got {self.initial_entropy_coef}")
-        for name in ("exec_horizon", "batch_size", "buffer_size", "n_critics"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("utd", "prefill_decisions", "redistill_updates"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            problems.append(f"hidden_sizes must be positive layer widths, got {self.hidden_sizes}")
-        if self.decode_steps is not None and self.decode_steps < 1:
-            problems.append(f"decode_steps must be >= 1 or None, got {self.decode_steps}")
+        problems = setting_problems(self)
         if problems:
             raise ValueError("invalid DsrlConfig: " + "; ".join(problems))
 
@@ -137,6 +162,46 @@ class DsrlConfig:
                 f"exec_horizon {self.exec_horizon} is longer than the policy's chunks ({horizon})"
             )
         return NoiseSpace(horizon, action_dim, self.magnitude, self.noise_mode)
+
+
+POLICY_HASH = "policy_sha256"  # the key of the policy file's hash in a run's recorded settings
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex): a policy is the same if its file is."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def comparable_settings(config: DsrlConfig) -> dict[str, Any]:
+    """The agent settings a resumed run must share with the run it continues (all but the
+    device: a run may resume on another one), as JSON holds them."""
+    values = config.to_dict()
+    values.pop("device")
+    values["hidden_sizes"] = list(values["hidden_sizes"])
+    return values
+
+
+def setting_differences(
+    saved: Mapping[str, Any], given: Mapping[str, Any], names: Mapping[str, str], given_by: str
+) -> list[str]:
+    """'<name>: run has X, <given_by> Y' for every setting that differs between a saved run
+    and the one asked for; `names` maps a setting to what the user sets it with (a flag, a
+    parameter), and the policy hash is named as a different policy file."""
+    differences = []
+    for key in sorted(set(saved) | set(given)):
+        if saved.get(key) != given.get(key):
+            name = names.get(key, key)
+            if key == POLICY_HASH:
+                differences.append(f"{name}: a different policy file than the run's")
+            else:
+                differences.append(
+                    f"{name}: run has {saved.get(key)!r}, {given_by} {given.get(key)!r}"
+                )
+    return differences
 
 
 def make_noise_env(

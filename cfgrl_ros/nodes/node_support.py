@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -20,7 +20,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from cfgrl_ros.settings import setting_info, settings_of
+
 SIGINT_LATENCY = 0.1  # seconds: how long Ctrl-C may wait for the executor
+T = TypeVar("T")
 
 
 def declare(
@@ -67,6 +70,62 @@ def declare(
             f"parameter {name} out of range: {_refused_value(node, name, default)} is not in "
             f"[{low}, {high}]"
         ) from None
+
+
+def declare_setting(node: Node, cls: type, name: str, parameter: str | None = None) -> Any:
+    """Declare setting `name` of dataclass `cls` (cfgrl_ros.settings) as parameter
+    `parameter` (default: `name`) with the definition's default, description, range and
+    read-only flag; returns its value as the dataclass holds it (a tuple for a list).
+
+    Raises ValueError naming the parameter for a value of the wrong type, outside its bounds
+    or not one of its choices.
+    """
+    info = setting_info(cls, name)
+    parameter = parameter or name
+    spec = info.spec
+    ranges: dict[str, tuple] = {}
+    # ROS ranges are closed intervals; the others are checked below.
+    closed = spec.minimum is not None and spec.maximum is not None and not spec.above
+    if closed and not info.sequence and spec.none_as is None:
+        if info.kind is int:
+            ranges["integer_range"] = (int(spec.minimum), int(spec.maximum))
+        elif info.kind is float:
+            ranges["float_range"] = (float(spec.minimum), float(spec.maximum))
+    bounds = info.bounds()
+    description = spec.description + (f" ({bounds})" if bounds else "")
+    given = declare(
+        node,
+        parameter,
+        info.parameter_value(info.default),
+        description,
+        read_only=not spec.live,
+        **ranges,
+    )
+    value = info.from_parameter(given)
+    problem = info.problem(value, f"parameter {parameter}")
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def declare_settings(
+    node: Node, cls: type[T], prefix: str = "", exclude: Collection[str] = (), **given: Any
+) -> T:
+    """Declare parameter ``<prefix><name>`` for every setting of dataclass `cls` (see
+    `declare_setting`) except those in `exclude` or `given`; returns `cls` built from their
+    values and `given` (e.g. ``declare_settings(node, SafetyConfig, "safety.")``).
+
+    Raises ValueError naming the parameter, or the dataclass's own (prefixed) for settings that
+    contradict each other.
+    """
+    values = dict(given)
+    for info in settings_of(cls):
+        if info.name not in exclude and info.name not in given:
+            values[info.name] = declare_setting(node, cls, info.name, prefix + info.name)
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise ValueError(f"parameters {prefix}*: {error}" if prefix else str(error)) from None
 
 
 def _type_name(value: Any) -> str:

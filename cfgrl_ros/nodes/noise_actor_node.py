@@ -14,20 +14,22 @@ decisions are stored:
   in between updates (the agent is locked per update, so weights are always in sync).
 
 After every episode it checkpoints the agent with its replay buffer (atomically) under
-``run_dir`` and the stamp of the last stored record; a restarted node loads them and receives
-the records it missed from the policy node's durable record history, dropping those already
-stored. Parameters ``train`` (false: store transitions, no updates) and ``deterministic``
-(true: the actor's mean, for evaluation) can be changed while it runs. Episodes, success
-rate, transitions and updates are published on ``/diagnostics``.
+``run_dir`` (by default one folder per policy file, see cfgrl_ros.settings.NoiseActorSettings)
+and the stamp of the last stored record; a restarted node loads them and receives the records
+it missed from the policy node's durable record history, dropping those already stored. It
+resumes only a run of the same policy file (by its sha256) and agent settings, and otherwise
+refuses to start, naming each difference. Parameters ``train`` (false: store transitions, no
+updates) and ``deterministic`` (true: the actor's mean, for evaluation) can be changed while it
+runs. Episodes, success rate, transitions and updates are published on ``/diagnostics``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,13 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from cfgrl_ros.dsrl import DsrlConfig, NoiseAgent, make_noise_agent
-from cfgrl_ros.dsrl.agent import LATEST
+from cfgrl_ros.dsrl.agent import (
+    LATEST,
+    POLICY_HASH,
+    comparable_settings,
+    file_sha256,
+    setting_differences,
+)
 from cfgrl_ros.nodes.decision_messages import (
     DECISION_TOPIC,
     NOISE_REQUEST_TOPIC,
@@ -53,42 +61,32 @@ from cfgrl_ros.nodes.decision_messages import (
     record_qos,
     stamp_to_ns,
 )
-from cfgrl_ros.nodes.node_support import (
-    declare,
-    declare_statistics_window,
-    require_positive,
-    run_node,
-)
+from cfgrl_ros.nodes.node_support import declare_setting, declare_settings, run_node
 from cfgrl_ros.policy import FlowPolicy
+from cfgrl_ros.settings import NoiseActorSettings, default_run_dir, settings_of
 
-SCHEDULES = ("between_episodes", "learner_thread")
 RUN_STATE = "run_state.json"  # the last stored record's stamp, next to the agent checkpoint
 SUCCESS_REWARD = 1.0
 LEARNER_BATCH = 8  # updates per learner-thread step: it re-checks its budget this often
-
-# DsrlConfig field -> description; declared as parameters agent.<field>.
-AGENT_PARAMETERS: dict[str, str] = {
-    "algo": "dsrl_na (noise-aliased, the default) or dsrl_sac",
-    "noise_mode": "full (one noise vector per chunk step) or shared (one, repeated)",
-    "magnitude": "noise bound: w0 = magnitude * tanh(u)",
-    "gamma": "discount per decision",
-    "batch_size": "transitions per gradient update",
-    "learning_rate": "Adam learning rate of actor and critics",
-    "tau": "target network soft-update rate",
-    "utd": "gradient updates per stored decision (update-to-data ratio)",
-    "prefill_decisions": "base-policy decisions (w0 ~ N(0, I)) stored before learning starts",
-    "hidden_sizes": "hidden layer widths of actor and critics",
-    "layer_norm": "LayerNorm in actor and critics",
-    "n_critics": "critics in the ensemble (min over them is the target)",
-    "target_entropy": "SAC's target entropy",
-    "initial_entropy_coef": "SAC's entropy coefficient alpha at the start",
-    "noise_prior_weight": "DSRL-NA: weight of the prior log N(w0; 0, I) in the actor's "
-    "objective; keeps the noise near the frozen policy's most likely noise (0: off)",
-    "buffer_size": "decisions kept in the replay buffer",
-    "redistill_updates": "DSRL-NA: Q^W-only updates after a guidance weight change",
-    "decode_steps": "DSRL-NA: Euler steps when decoding (0: the policy's)",
-    "seed": "random seed of the agent",
+# What the user sets each compared setting of a run with.
+AGENT_EXCLUDED = ("exec_horizon",)  # declared without the agent. prefix: the policy node's too
+PARAMETER_NAMES = {
+    **{info.name: f"agent.{info.name}" for info in settings_of(DsrlConfig)},
+    **{name: name for name in AGENT_EXCLUDED},
+    POLICY_HASH: "checkpoint",
 }
+
+
+def resume_differences(
+    saved_run: Mapping[str, Any], saved: DsrlConfig, run: Mapping[str, Any], config: DsrlConfig
+) -> list[str]:
+    """What differs between a saved run (its recorded settings and agent config) and the one
+    the parameters ask for, by parameter name: 'agent.utd: run has 2, parameters give 3'."""
+    return setting_differences(
+        saved_run, run, PARAMETER_NAMES, "parameters give"
+    ) + setting_differences(
+        comparable_settings(saved), comparable_settings(config), PARAMETER_NAMES, "parameters give"
+    )
 
 
 def read_run_state(run_dir: Path) -> dict[str, Any]:
@@ -110,61 +108,41 @@ def write_run_state(run_dir: Path, state: dict[str, Any]) -> None:
 class NoiseActorNode(Node):
     def __init__(self) -> None:
         super().__init__("noise_actor_node")
-        checkpoint = declare(self, "checkpoint", "", "FlowPolicy checkpoint (the policy node's)")
-        device = declare(self, "device", "auto", "torch device: auto, cpu or cuda")
-        if not checkpoint:
+        settings = declare_settings(self, NoiseActorSettings)
+        if not settings.checkpoint:
             raise ValueError("parameter checkpoint is empty: pass the FlowPolicy checkpoint path")
-        self.run_dir = Path(
-            declare(self, "run_dir", "runs/dsrl_franka", "where checkpoints are written")
-        ).expanduser()
-        guidance_weight = declare(
-            self, "guidance_weight", 1.0, "guidance weight until the first noise request says"
-        )
-        exec_horizon = declare(
+        exec_horizon = declare_setting(self, DsrlConfig, "exec_horizon")
+        config = declare_settings(
             self,
-            "exec_horizon",
-            4,
-            "actions executed per decision (the policy node's)",
-            integer_range=(1, 1000),
+            DsrlConfig,
+            "agent.",
+            exclude=AGENT_EXCLUDED,
+            exec_horizon=exec_horizon,
+            device=settings.device,
         )
-        control_rate = declare(self, "control_rate", 20.0, "control ticks per second")
-        self.schedule = declare(
-            self, "train_schedule", "between_episodes", f"when to train: one of {SCHEDULES}"
-        )
-        history = declare(
-            self,
-            "record_history",
-            2000,
-            "decision records kept for a restarted noise actor",
-            integer_range=(1, 1_000_000),
-        )
-        window = declare_statistics_window(self)
-        self.train_enabled = declare(
-            self, "train", True, "false: store transitions but make no updates", read_only=False
-        )
-        self.deterministic = declare(
-            self,
-            "deterministic",
-            False,
-            "true: the actor's mean noise (evaluation)",
-            read_only=False,
-        )
-        require_positive({"control_rate": control_rate})
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"parameter train_schedule is {self.schedule!r}; use one of {SCHEDULES}"
-            )
-        self.control_period = 1.0 / control_rate
+        self.schedule = settings.train_schedule
+        self.train_enabled = settings.train
+        self.deterministic = settings.deterministic
+        self.control_period = 1.0 / settings.control_rate
 
-        self.policy = FlowPolicy.load(checkpoint, device)
-        self.agent = self._load_or_create_agent(guidance_weight, exec_horizon, device)
+        self.policy = FlowPolicy.load(settings.checkpoint, settings.device)
+        policy_sha256 = file_sha256(settings.checkpoint)
+        self.run_dir = (
+            Path(settings.run_dir).expanduser()
+            if settings.run_dir
+            else default_run_dir(settings.checkpoint, policy_sha256)
+        )
+        self.run_settings = {POLICY_HASH: policy_sha256}
+        self.agent = self._load_or_create_agent(config, settings.guidance_weight)
         run_state = read_run_state(self.run_dir) if self.agent.transitions else {}
         self.last_stamp = int(run_state.get("last_record_stamp", 0))
         # The agent checkpoint is written before the run state; if the process died between
         # the two, the agent already holds one more episode: skip its records when replayed.
         self._skip_episode = self.agent.transitions > int(run_state.get("transitions", 0))
         self.successes = int(run_state.get("successes", 0))
-        self.recent: deque[bool] = deque(run_state.get("recent", []), maxlen=window)
+        self.recent: deque[bool] = deque(
+            run_state.get("recent", []), maxlen=settings.statistics_window
+        )
         self.answers = 0
         self.fallbacks = 0
         self.rejected_records = 0
@@ -177,7 +155,9 @@ class NoiseActorNode(Node):
         self.noise_publisher = self.create_publisher(JointTrajectory, NOISE_TOPIC, exchange_qos())
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, NOISE_REQUEST_TOPIC, self._on_request, exchange_qos())
-        self.create_subscription(JointState, DECISION_TOPIC, self._on_record, record_qos(history))
+        self.create_subscription(
+            JointState, DECISION_TOPIC, self._on_record, record_qos(settings.record_history)
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
@@ -189,46 +169,43 @@ class NoiseActorNode(Node):
         self.get_logger().info(
             f"{self.agent.config.algo} on {self.policy.device}, {self.schedule}; "
             f"{counters['episodes']} episodes, {counters['transitions']} transitions, "
-            f"{counters['updates']} updates so far (run_dir {self.run_dir})"
+            f"{counters['updates']} updates so far; run folder {self.run_dir.resolve()}"
         )
 
     # -------------------------------------------------------------------------------- setup
-    def _agent_config(self, exec_horizon: int, device: str) -> DsrlConfig:
-        defaults = DsrlConfig()
-        values: dict[str, Any] = {}
-        for name, description in AGENT_PARAMETERS.items():
-            default = getattr(defaults, name)
-            if name == "hidden_sizes":
-                default = list(default)
-            elif name == "decode_steps":
-                default = 0
-            value = declare(self, f"agent.{name}", default, description)
-            values[name] = value
-        values["hidden_sizes"] = tuple(values["hidden_sizes"])
-        values["decode_steps"] = values["decode_steps"] or None
-        return DsrlConfig(**values, exec_horizon=exec_horizon, device=device)
-
-    def _load_or_create_agent(
-        self, guidance_weight: float, exec_horizon: int, device: str
-    ) -> NoiseAgent:
-        config = self._agent_config(exec_horizon, device)
+    def _load_or_create_agent(self, config: DsrlConfig, guidance_weight: float) -> NoiseAgent:
+        """The run in run_dir if it was made with this policy and these settings, else a
+        fresh agent when run_dir holds none; raises ValueError naming the differences."""
         agent_dir = self.run_dir / "agent"
-        if (agent_dir / LATEST).is_file():
-            agent = NoiseAgent.load(agent_dir, self.policy, device)
-            saved = dataclasses.replace(agent.config, device=device)
-            if saved != config:
-                changed = sorted(
-                    name
-                    for name in AGENT_PARAMETERS
-                    if getattr(saved, name) != getattr(config, name)
-                )
-                self.get_logger().warning(
-                    f"resuming the agent in {agent_dir}: its saved settings win over the "
-                    f"parameters {changed or ['exec_horizon']}"
-                )
-            self.get_logger().info(f"resumed from {agent_dir}")
-            return agent
-        return make_noise_agent(self.policy, guidance_weight, config)
+        if not (agent_dir / LATEST).is_file():
+            return make_noise_agent(self.policy, guidance_weight, config)
+        way_out = (
+            f"Give this run a folder of its own (parameter run_dir, launch argument run_dir:=) "
+            f"or delete {self.run_dir}; to continue the run, start with the policy and agent "
+            "settings it was made with"
+        )
+        try:
+            agent = NoiseAgent.load(agent_dir, self.policy, config.device)
+        except (FileNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"cannot resume the run in {self.run_dir}: {error}. {way_out}"
+            ) from None
+        saved_run = agent.metadata.get("run")
+        if saved_run is None:  # made before runs recorded their policy: compare the agent only
+            self.get_logger().warning(
+                f"the run in {self.run_dir} does not record its policy file; resuming it with "
+                f"this one ({self.run_settings[POLICY_HASH][:8]}) on its agent settings alone"
+            )
+            saved_run = self.run_settings
+        differences = resume_differences(saved_run, agent.config, self.run_settings, config)
+        if differences:
+            raise ValueError(
+                f"{self.run_dir} holds a run made with other settings ("
+                + "; ".join(differences)
+                + f"). {way_out}"
+            )
+        self.get_logger().info(f"resumed from {agent_dir}")
+        return agent
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
@@ -373,7 +350,7 @@ class NoiseActorNode(Node):
                 self._stop.wait(0.05)
 
     def _save(self) -> None:
-        self.agent.save(self.run_dir / "agent")
+        self.agent.save(self.run_dir / "agent", {"run": self.run_settings})
         write_run_state(
             self.run_dir,
             {
