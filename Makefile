@@ -1,10 +1,26 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the test suite).
-# Both set up everything first (Debian packages, .venv, pinned dependencies); see scripts/setup.sh.
+# Both set up everything first (Debian packages, a venv, pinned dependencies); see scripts/setup.sh.
+# ROS_DISTRO=kilted builds and uses .venv-kilted from the ROS 2 Kilted wheels; Jazzy (.venv) is
+# the default. Each distro has its own venv: `make test ROS_DISTRO=kilted` leaves .venv alone.
 SHELL := /bin/bash
-VENV ?= .venv
+ROS_DISTRO ?= jazzy
+VENV ?= $(if $(filter jazzy,$(ROS_DISTRO)),.venv,.venv-$(ROS_DISTRO))
+export ROS_DISTRO VENV
 RUN := source scripts/ros_env.sh && source $(VENV)/bin/activate &&
+# The fast lane: no DDS, no simulator, no long training (markers in pytest.ini).
+FAST := not ros and not sim and not slow
 
-.PHONY: setup test lint demo demo-quick format
+.PHONY: help setup test test-fast lint demo demo-quick format
+
+help:
+	@echo "make demo        the whole pipeline in simulation (record, pretrain, evaluate, adapt, report)"
+	@echo "make demo-quick  the same with fewer episodes and steps (a smoke run)"
+	@echo "make test        ruff, then every test (unit, simulator, ROS 2 processes over DDS)"
+	@echo "make test-fast   the tests without DDS, simulator or long training (under a minute)"
+	@echo "make lint        ruff check and ruff format --check"
+	@echo "make format      ruff format and ruff check --fix"
+	@echo "make setup       Debian packages, $(VENV) and the pinned dependencies only"
+	@echo "ROS_DISTRO=jazzy|kilted (now $(ROS_DISTRO)) picks the ROS 2 wheels and the venv ($(VENV))"
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +30,9 @@ lint: setup
 
 test: lint
 	@$(RUN) python -m pytest test
+
+test-fast: setup
+	@$(RUN) python -m pytest test -m "$(FAST)"
 
 demo: setup
 	@$(RUN) cfgrl-ros demo

@@ -89,6 +89,7 @@ def bc_success(bandit) -> float:
 
 
 @pytest.mark.parametrize("advantage", ["mc", "iql"])
+@pytest.mark.slow
 def test_cfgrl_improves_with_guidance_and_beats_bc(bandit, bc_success, advantage):
     config = dataclasses.replace(SMALL_TRAINING, method="cfgrl", advantage=advantage)
     result = train_policy(bandit, config)
@@ -107,6 +108,7 @@ def test_cfgrl_improves_with_guidance_and_beats_bc(bandit, bc_success, advantage
     assert ("q_loss" in result.history) == (advantage == "iql")
 
 
+@pytest.mark.slow
 def test_awr_baseline_on_the_same_code_path(bandit, bc_success):
     config = dataclasses.replace(SMALL_TRAINING, method="awr", advantage="mc")
     result = train_policy(bandit, config)
@@ -136,6 +138,7 @@ def goal_episodes(seed: int, count: int = 400, ticks: int = 6) -> list[Episode]:
     return episodes
 
 
+@pytest.mark.slow
 def test_goal_conditioned_guidance_heads_for_the_goal():
     config = dataclasses.replace(SMALL_TRAINING, method="cfgrl_goal", steps=1000, p_uncond=0.2)
     policy = train_policy(goal_episodes(seed=0), config).policy

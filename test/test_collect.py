@@ -38,6 +38,7 @@ def expected_episodes():
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.sim
 def test_collect_writes_a_bag_that_reads_back(tmp_path, capsys, storage, expected_episodes):
     out = tmp_path / f"demos_{storage}"
     argv = ["collect", "--episodes", str(EPISODES), "--noise", "0.1", "--seed", "3"]
@@ -86,6 +87,7 @@ def test_collect_writes_a_bag_that_reads_back(tmp_path, capsys, storage, expecte
         np.testing.assert_allclose(read.actions, executed, atol=1e-5)
 
 
+@pytest.mark.sim
 def test_collect_with_camera_records_images(tmp_path):
     out = tmp_path / "camera"
     argv = ["collect", "--episodes", "1", "--horizon", "5", "--camera", "--image-size", "32"]

@@ -219,6 +219,7 @@ def test_config_rejects_bad_settings():
 
 
 @pytest.mark.parametrize("algo", ["dsrl_sac", "dsrl_na"])
+@pytest.mark.slow
 def test_both_variants_learn_the_best_noise(trained, algo):
     policy, agents = trained
     agent, env = agents[algo]
@@ -240,6 +241,7 @@ def test_both_variants_learn_the_best_noise(trained, algo):
     assert policy.gain.grad is None and policy.gain.item() == pytest.approx(0.6)
 
 
+@pytest.mark.slow
 def test_distillation_makes_q_noise_match_q_action(trained):
     policy, agents = trained
     agent, _ = agents["dsrl_na"]
@@ -265,6 +267,7 @@ def test_distillation_makes_q_noise_match_q_action(trained):
 
 
 @pytest.mark.parametrize("noise_mode", ["full", "shared"])
+@pytest.mark.slow
 def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is_flat(noise_mode):
     """Every chunk ends the episode with the same reward, so Q^W prefers no noise over another.
     The prior b log N(w0; 0, I) then moves the deterministic actor to w0 = 0; without it the
@@ -301,6 +304,7 @@ def test_noise_prior_brings_the_actor_to_the_base_noise_mode_where_the_critic_is
     assert free > 0.5 * initial_free, norms
 
 
+@pytest.mark.slow
 def test_changing_w_redistills_before_the_actor_trains_again():
     torch.set_num_threads(1)
     policy = ToyPolicy()

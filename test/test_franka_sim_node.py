@@ -20,6 +20,8 @@ from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays  # noqa:
 from cfgrl_ros.sim.env import task_adapter_config  # noqa: E402
 from cfgrl_ros.sim.expert import ScriptedExpert  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.sim]  # the simulated arm is a node process
+
 ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -75,10 +75,11 @@ def test_console_script_for_every_node_module():
 
 
 @pytest.mark.skipif(shutil.which("colcon") is None, reason="colcon not installed")
+@pytest.mark.slow
 def test_colcon_build_installs_an_ament_package(tmp_path):
     workspace = tmp_path / "ws"
     ignore = shutil.ignore_patterns(
-        ".venv", ".git", "build", "install", "log", "runs", "__pycache__", "*.egg-info"
+        ".venv*", ".git", "build", "install", "log", "runs", "__pycache__", "*.egg-info"
     )
     shutil.copytree(ROOT, workspace / "src" / "cfgrl_ros", ignore=ignore)
     env = dict(os.environ)

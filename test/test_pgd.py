@@ -119,6 +119,7 @@ def test_windows_need_episodes_long_enough():
         sub_trajectories(short, 100)
 
 
+@pytest.mark.slow
 def test_unguided_samples_match_data_statistics(trained):
     model, windows = trained
     layout = model.layout
@@ -144,6 +145,7 @@ def test_unguided_samples_match_data_statistics(trained):
     assert dynamics_error < 0.15 * np.abs(moves).mean(), (dynamics_error, np.abs(moves).mean())
 
 
+@pytest.mark.slow
 def test_guidance_raises_target_likelihood(trained):
     model, windows = trained
     layout = model.layout
@@ -171,6 +173,7 @@ def test_guidance_raises_target_likelihood(trained):
     assert distances[2] < 0.3 * distances[0]
 
 
+@pytest.mark.slow
 def test_guidance_needs_a_target(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="target policy"):
@@ -181,6 +184,7 @@ def test_guidance_needs_a_target(trained):
             model.sample(4, guidance=guidance, target_log_prob=target.log_prob, progress=False)
 
 
+@pytest.mark.slow
 def test_model_load_refuses_other_files_and_save_leaves_no_partial_file(
     trained, tmp_path, monkeypatch
 ):
@@ -204,6 +208,7 @@ def test_model_load_refuses_other_files_and_save_leaves_no_partial_file(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["other.pt"]
 
 
+@pytest.mark.slow
 def test_model_save_and_load_sample_identically(trained, tmp_path):
     model, _ = trained
     path = tmp_path / "pgd.pt"
@@ -216,6 +221,7 @@ def test_model_save_and_load_sample_identically(trained, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_dynamics_error_tells_real_from_broken_transitions(episodes):
     real = episode_transitions(episodes[:40])
     held_out = episode_transitions(episodes[40:])
@@ -277,6 +283,7 @@ def test_flow_policy_target_is_the_first_decoded_action():
         flow_policy_action(camera_policy)
 
 
+@pytest.mark.slow
 def test_synthetic_bag_reads_back_marked_synthetic(trained, tmp_path):
     from cfgrl_ros.data.bag_reader import read_bag
     from cfgrl_ros.data.bag_writer import EpisodeBagWriter
@@ -334,6 +341,7 @@ def synthesize_command(inputs) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(
     synthesize_inputs, tmp_path, capsys
 ):
@@ -434,6 +442,7 @@ def test_synthesize_refuses_an_out_under_a_file_before_training(
     assert not (tmp_path / "pgd.pt").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_synthesize_says_what_it_kept(synthesize_inputs, tmp_path, capsys, monkeypatch):
     from cfgrl_ros.cli.main import main
     from cfgrl_ros.data.bag_writer import EpisodeBagWriter

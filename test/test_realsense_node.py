@@ -32,6 +32,7 @@ def run_node(*ros_args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.ros
 def test_without_a_device_the_node_exits_with_its_message():
     rs = pytest.importorskip("pyrealsense2")
     if len(rs.context().query_devices()) > 0:
@@ -41,6 +42,7 @@ def test_without_a_device_the_node_exits_with_its_message():
     assert NO_DEVICE in result.stderr
 
 
+@pytest.mark.ros
 def test_an_out_of_range_parameter_exits_naming_it():
     result = run_node("-p", "fps:=1000")
     assert result.returncode == 1

@@ -14,6 +14,8 @@ from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episode, expert_episodes
 
+pytestmark = pytest.mark.sim
+
 TABLE_Z = -0.112  # table surface in the robot base frame
 
 

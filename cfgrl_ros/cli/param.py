@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Any
 
 SERVICE_TIMEOUT = 10.0  # seconds to discover the node's parameter services
@@ -52,6 +53,25 @@ def describe_value(value: Any) -> str:
     return f"{labels[value.type]}: {parameter_value_to_python(value)}"
 
 
+def parse_value(text: str) -> Any:
+    """VALUE read as YAML into a ParameterValue, typed as `ros2 param set` types it (rclpy's
+    get_parameter_value, which Humble's rclpy lacks); text that fits no parameter type is sent
+    as a string."""
+    import yaml
+    from rclpy.parameter import Parameter
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = text
+    if loaded == []:
+        return Parameter("value", Parameter.Type.BOOL_ARRAY, []).get_parameter_value()
+    try:
+        return Parameter("value", value=text if loaded is None else loaded).get_parameter_value()
+    except TypeError:  # a mapping, or a list of mixed types
+        return Parameter("value", value=text).get_parameter_value()
+
+
 def _wait(node, future, timeout: float, what: str):
     import rclpy
 
@@ -65,33 +85,47 @@ def _run(args: argparse.Namespace) -> int:
     import rclpy
     from rcl_interfaces.msg import Parameter as ParameterMsg
     from rcl_interfaces.msg import ParameterType
-    from rclpy.parameter import get_parameter_value
-    from rclpy.parameter_client import AsyncParameterClient
+    from rcl_interfaces.srv import GetParameters, GetParameterTypes, SetParameters
 
     node_name = args.node if args.node.startswith("/") else f"/{args.node}"
     rclpy.init(args=["--ros-args", "--disable-rosout-logs"])
     node = rclpy.create_node(f"cfgrl_ros_param_{os.getpid()}")
     try:
-        client = AsyncParameterClient(node, node_name)
-        if not client.wait_for_services(timeout_sec=args.timeout):
+        # Plain clients of the node's parameter services: rclpy's AsyncParameterClient wraps
+        # the same services but is missing from Humble.
+        get_client, types_client, set_client = (
+            node.create_client(service, f"{node_name}/{name}")
+            for service, name in (
+                (GetParameters, "get_parameters"),
+                (GetParameterTypes, "get_parameter_types"),
+                (SetParameters, "set_parameters"),
+            )
+        )
+        deadline = time.monotonic() + args.timeout
+        if not all(
+            client.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic()))
+            for client in (get_client, types_client, set_client)
+        ):
             print(
                 f"Node not found: {node_name} (no parameter services within {args.timeout}s)",
                 file=sys.stderr,
             )
             return 1
         if args.action == "get":
-            response = _wait(node, client.get_parameters([args.name]), args.timeout, "get")
+            request = GetParameters.Request(names=[args.name])
+            response = _wait(node, get_client.call_async(request), args.timeout, "get")
             print(describe_value(response.values[0]))
             return 0
-        value = get_parameter_value(args.value)
-        types = _wait(node, client.get_parameter_types([args.name]), args.timeout, "get types")
+        value = parse_value(args.value)
+        request = GetParameterTypes.Request(names=[args.name])
+        types = _wait(node, types_client.call_async(request), args.timeout, "get types")
         if (
             types.types[0] == ParameterType.PARAMETER_DOUBLE
             and value.type == ParameterType.PARAMETER_INTEGER
         ):
-            value = get_parameter_value(repr(float(value.integer_value)))
-        message = ParameterMsg(name=args.name, value=value)
-        response = _wait(node, client.set_parameters([message]), args.timeout, "set")
+            value = parse_value(repr(float(value.integer_value)))
+        request = SetParameters.Request(parameters=[ParameterMsg(name=args.name, value=value)])
+        response = _wait(node, set_client.call_async(request), args.timeout, "set")
         result = response.results[0]
         if result.successful:
             print("Set parameter successful")
