@@ -108,6 +108,7 @@ def test_missing_checkpoint_is_named(tmp_path):
         describe_graph({"policy": str(tmp_path / "missing.pt")})
 
 
+@pytest.mark.ros
 def test_launch_argument_parameters_win_over_the_files(checkpoint, tmp_path):
     """What a node process gets from the parameter files and its overrides (rclpy's rules)."""
     import rclpy

@@ -88,6 +88,7 @@ def test_flags_take_type_default_choices_and_bounds_from_the_definition(capsys):
     assert "how many; in [1, 10]" in parser.format_help()
 
 
+@pytest.mark.ros
 def test_node_parameters_take_type_range_description_and_liveness_from_the_definition():
     import rclpy
     from rclpy.context import Context
