@@ -180,9 +180,9 @@ class NoiseActorNode(Node):
         if not (agent_dir / LATEST).is_file():
             return make_noise_agent(self.policy, guidance_weight, config)
         way_out = (
-            f"Give this run a folder of its own (parameter run_dir, launch argument run_dir:=) "
-            f"or delete {self.run_dir}; to continue the run, start with the policy and agent "
-            "settings it was made with"
+            "Start a fresh run in another folder (parameter run_dir, launch argument "
+            f"run_dir:=) or delete {self.run_dir}; to continue that run, start with the policy "
+            "file and agent settings it was made with"
         )
         try:
             agent = NoiseAgent.load(agent_dir, self.policy, config.device)
