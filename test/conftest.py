@@ -7,6 +7,7 @@ every node subprocess inherit it. ``ros_nodes`` starts the package's nodes as re
 from __future__ import annotations
 
 import importlib.abc
+import importlib.util
 import os
 import random
 import sys
@@ -62,7 +63,7 @@ def _markers_match_what_tests_start(request, monkeypatch):
     def needs(marker: str, what: str) -> str:
         return f"{request.node.nodeid} {what}: mark it pytest.mark.{marker}"
 
-    if request.node.get_closest_marker("ros") is None:
+    if request.node.get_closest_marker("ros") is None and importlib.util.find_spec("rclpy"):
         import rclpy
 
         def refuse_init(*args, **kwargs):
