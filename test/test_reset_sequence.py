@@ -196,3 +196,15 @@ def test_real_arm_refused_homing_goes_back_to_the_operator(answer):
 def test_an_unknown_reset_mode_is_named():
     with pytest.raises(ValueError, match="parameter reset is 'both'"):
         make_sequence(reset_mode="both")
+
+
+def test_decisions_made_before_the_start_answer_arrived_count():
+    """The policy node decides as soon as it starts the episode (lockstep: at once), so its
+    first records may arrive before its answer; the limit applies after "start"."""
+    sequence = make_sequence(ready=set(Service), max_decisions=2)
+    sequence.tick(T0)
+    sequence.answered(Service.RESET, True, "", T0)
+    assert sequence.record(False, T0 + 0.1) == [] and sequence.record(False, T0 + 0.2) == []
+    outputs = sequence.answered(Service.START, True, "", T0 + 0.3)
+    assert events(outputs) == ["start", "failure"]
+    assert sequence.state == State.STOPPING

@@ -156,6 +156,7 @@ class ResetSequence:
     # ----------------------------------------------------------------------------- episodes
     def _start_episode(self, now: float) -> list[Output]:
         self._operator_ready = False
+        self.decisions = 0
         return self._enter(State.STARTING, now) + self._call(Service.START, now)
 
     def _end_episode(self, success: bool, why: str, now: float) -> list[Output]:
@@ -197,9 +198,14 @@ class ResetSequence:
         """A decision record (`end` False) or an episode-end record of the policy node."""
         if end:
             return self._after_stop(now) if self.state == State.STOPPING else []
-        if self.state != State.RUNNING:
+        if self.state not in (State.STARTING, State.RUNNING):
             return []
+        # The policy node may decide before its answer to ~/start_episode arrives here: those
+        # decisions count, and the limit is checked once "start" has been announced.
         self.decisions += 1
+        return self._check_decision_limit(now) if self.state == State.RUNNING else []
+
+    def _check_decision_limit(self, now: float) -> list[Output]:
         limit = self.settings.max_decisions
         if limit and self.decisions >= limit:
             return self._end_episode(False, f"timeout: {limit} decisions", now)
@@ -247,9 +253,9 @@ class ResetSequence:
                 if self.settings.reset_mode == "sim":
                     return out + self._enter(State.RESETTING, now)
                 return out + self._enter(State.WAITING_FOR_READY, now)
-            self.decisions = 0
             self._episode_started = now
-            return [*self._enter(State.RUNNING, now), PublishEvent("start")]
+            out = [*self._enter(State.RUNNING, now), PublishEvent("start")]
+            return out + self._check_decision_limit(now)
         if success:  # homing accepted: the pose must now arrive home
             self._home_accepted = True
             return [Log("info", f"{name}: {message}")]

@@ -58,6 +58,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -118,6 +119,7 @@ IMAGE_TOPICS = {
     "image": "camera/camera/color/image_raw",
     "wrist_image": "wrist_camera/color/image_raw",
 }
+FINAL_HOLD_DELIVERY = 0.5  # seconds an exiting node waits for the last hold to be received
 
 
 class TorchPolicy:
@@ -569,7 +571,12 @@ class PolicyNode(Node):
         # Leave the arm holding where it is rather than tracking a stale target, unless the
         # robot mode guard forbids commanding it (a reflex, the user stop): then send nothing.
         # A shut-down context cannot publish.
-        self._carry_out(self.loop.shutdown(now_seconds(self), can_publish=self.context.ok()))
+        outputs = self.loop.shutdown(now_seconds(self), can_publish=self.context.ok())
+        self._carry_out(outputs)
+        if any(isinstance(output, SendCommand) for output in outputs):
+            # The process ends next: unacknowledged, the last hold could be dropped unsent.
+            for publisher in (self.gripper_publisher, self.target_publisher):
+                publisher.wait_for_all_acked(Duration(seconds=FINAL_HOLD_DELIVERY))
         if self.mode_guard is not None:
             self.mode_guard.destroy()
         super().destroy_node()
