@@ -1,14 +1,15 @@
-"""CFGRL at several guidance weights vs AWR at several temperatures, on Lift demos of mixed quality.
+"""CFGRL at several guidance weights vs AWR at several temperatures, on demos of mixed quality.
 
-    nice python bench/cfgrl_vs_awr.py --noise 0.6 --demos 100 --steps 10000 --value-steps 5000 \
-        --episodes 50 --w 0,1,1.5,2,3 --awr-beta 1,3,10 --out runs/cfgrl_vs_awr
+    nice python bench/cfgrl_vs_awr.py --task lift --noise 0.6 --demos 100 --steps 10000 \
+        --value-steps 5000 --episodes 50 --w 0,1,1.5,2,3 --awr-beta 1,3,10 --out runs/cfgrl_vs_awr
 
-1. The noisy scripted expert records --demos Lift episodes (reset seeds 0, 1, ...) into a
+1. The noisy scripted expert records --demos episodes of --task (reset seeds 0, 1, ...) into a
    rosbag with EpisodeBagWriter, read back with read_bag: the path real demonstrations take.
+   --bag reads an existing bag instead (e.g. one `cfgrl-ros collect` wrote).
 2. CFGRL: Monte-Carlo value function, optimality labels o = [A >= 0], one flow policy; evaluated
    at every w (w = 0 is flow BC on all the data).
 3. AWR: the same value function recipe, flow BC weighted by min(exp(A / beta), 100), one policy
-   per beta (ALGORITHMS.md; beta is the temperature, larger is closer to BC).
+   per beta (docs/algorithms.md; beta is the temperature, larger is closer to BC).
 Every policy is evaluated on the same --episodes initial states (reset seeds 10000, 10001, ...),
 with the same start noises. Prints a markdown table and writes results.json under --out.
 """
@@ -29,7 +30,7 @@ from cfgrl_ros.data.bag_reader import read_bag
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.evaluation import evaluate, weight_key
 from cfgrl_ros.policy.training import TrainConfig, train_policy
-from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import TASKS, FrankaSimEnv, task_adapter_config
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
 
@@ -40,16 +41,16 @@ def _floats(text: str) -> list[float]:
     return [float(part) for part in text.split(",")]
 
 
-def collect(out: Path, noise: float, demos: int) -> Path:
-    """Noisy-expert Lift demonstrations, recorded as a bag (reused when already there)."""
-    bag = out / f"lift_noise{noise:g}_{demos}"
+def collect(out: Path, task: str, noise: float, demos: int) -> Path:
+    """Noisy-expert demonstrations, recorded as a bag (reused when already there)."""
+    bag = out / f"{task}_noise{noise:g}_{demos}"
     if bag.exists():
         return bag
-    env = FrankaSimEnv("lift")
-    adapter = ArmCommandAdapter(task_adapter_config("lift"))
+    env = FrankaSimEnv(task)
+    adapter = ArmCommandAdapter(task_adapter_config(task))
     try:
-        with EpisodeBagWriter(bag, adapter=adapter) as writer:
-            for episode in expert_episodes(env, ScriptedExpert("lift", noise, seed=0), demos):
+        with EpisodeBagWriter(bag, adapter=adapter, task=task) as writer:
+            for episode in expert_episodes(env, ScriptedExpert(task, noise, seed=0), demos):
                 writer.write(episode)
     finally:
         env.close()
@@ -58,7 +59,9 @@ def collect(out: Path, noise: float, demos: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="lift", choices=sorted(TASKS))
     parser.add_argument("--noise", type=float, default=0.6, help="expert noise of the demos")
+    parser.add_argument("--bag", type=Path, help="read these demos instead of recording them")
     parser.add_argument("--demos", type=int, default=100)
     parser.add_argument("--steps", type=int, default=10_000, help="policy gradient steps")
     parser.add_argument("--value-steps", type=int, default=5_000)
@@ -73,7 +76,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    bag = collect(args.out, args.noise, args.demos)
+    bag = args.bag or collect(args.out, args.task, args.noise, args.demos)
     episodes = read_bag(bag, image_keys=())
     data_success = sum(e.success for e in episodes) / len(episodes)
     print(f"{len(episodes)} demos from {bag}, {data_success:.0%} successful", flush=True)
@@ -84,7 +87,7 @@ def main() -> None:
     rows: list[tuple[str, str, float, dict]] = []
 
     cfgrl = train_policy(episodes, dataclasses.replace(base, method="cfgrl"), args.out / "cfgrl.pt")
-    result = evaluate(cfgrl.policy, "lift", args.episodes, args.w, seed=EVAL_SEED)
+    result = evaluate(cfgrl.policy, args.task, args.episodes, args.w, seed=EVAL_SEED)
     for w, rate in result.success.items():
         rows.append(("CFGRL", f"w = {weight_key(w)}", rate, cfgrl.info))
         print(f"CFGRL w={weight_key(w)}: {rate:.0%}", flush=True)
@@ -92,13 +95,13 @@ def main() -> None:
     for beta in args.awr_beta:
         config = dataclasses.replace(base, method="awr", awr_temperature=beta)
         awr = train_policy(episodes, config, args.out / f"awr_beta{beta:g}.pt")
-        rate = evaluate(awr.policy, "lift", args.episodes, [0.0], seed=EVAL_SEED).success[0.0]
+        rate = evaluate(awr.policy, args.task, args.episodes, [0.0], seed=EVAL_SEED).success[0.0]
         rows.append(("AWR", f"beta = {beta:g}", rate, awr.info))
         print(f"AWR beta={beta:g}: {rate:.0%}", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
     print(
-        f"\nLift, demos: {len(episodes)} at expert noise {args.noise:g} ({data_success:.0%} "
+        f"\n{args.task}, demos: {len(episodes)} at expert noise {args.noise:g} ({data_success:.0%} "
         f"successful); {args.value_steps} value + {args.steps} policy steps; "
         f"{args.episodes} evaluation episodes per row; {minutes:.0f} min in all\n"
     )
@@ -107,6 +110,7 @@ def main() -> None:
     for method, setting, rate, _ in rows:
         print(f"| {method} | {setting} | {rate:.0%} |")
     summary = {
+        "task": args.task,
         "noise": args.noise,
         "demos": len(episodes),
         "demo_success": data_success,
