@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -81,6 +80,7 @@ from cfgrl_ros.control.decision_loop import (
     RequestNoise,
     SendCommand,
 )
+from cfgrl_ros.dsrl.agent import DsrlConfig
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays, stamp_seconds
 from cfgrl_ros.nodes.arm_interface import (
     CURRENT_POSE_TOPIC,
@@ -109,7 +109,14 @@ from cfgrl_ros.nodes.decision_messages import (
     record_qos,
     stamp_to_ns,
 )
-from cfgrl_ros.nodes.node_support import declare, now_seconds, require_positive, run_node
+from cfgrl_ros.nodes.node_support import (
+    declare,
+    declare_setting,
+    declare_settings,
+    now_seconds,
+    require_positive,
+    run_node,
+)
 from cfgrl_ros.policy import FlowPolicy
 
 MAX_GUIDANCE_WEIGHT = 10.0
@@ -254,13 +261,8 @@ class PolicyNode(Node):
             "Euler steps per decode (0: the checkpoint's)",
             integer_range=(0, 1000),
         )
-        exec_horizon = declare(
-            self,
-            "exec_horizon",
-            4,
-            "actions of each chunk executed before the next decision",
-            integer_range=(1, 1000),
-        )
+        # The noise actor's agent is set up for the same number: one definition for both.
+        exec_horizon = declare_setting(self, DsrlConfig, "exec_horizon")
         control_rate = declare(self, "control_rate", 20.0, "control steps per second")
         lockstep = declare(
             self,
@@ -311,26 +313,12 @@ class PolicyNode(Node):
             use_noise_actor=use_noise_actor,
         )
         self.adapter = declare_adapter(self)
-        self.safety_config = self._declare_safety()
+        self.safety_config = declare_settings(self, SafetyConfig, "safety.")
         self.home = declare_home(self)
         self.image_topics = {
             key: declare(self, f"{key}_topic", default, f"camera topic of the {key!r} input")
             for key, default in IMAGE_TOPICS.items()
         }
-
-    def _declare_safety(self) -> SafetyConfig:
-        defaults = SafetyConfig()
-        values = {}
-        for field in fields(SafetyConfig):
-            default = getattr(defaults, field.name)
-            if isinstance(default, tuple):
-                default = [float(v) for v in default]
-            values[field.name] = declare(
-                self, f"safety.{field.name}", default, f"safety envelope: {field.name}"
-            )
-        values["workspace_low"] = tuple(values["workspace_low"])
-        values["workspace_high"] = tuple(values["workspace_high"])
-        return SafetyConfig(**values)
 
     def _check_configuration(self) -> None:
         """The checkpoint against the parameters: ValueError naming what does not fit."""

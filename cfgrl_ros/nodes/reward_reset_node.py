@@ -40,6 +40,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
+from cfgrl_ros.arm.safety import SafetyConfig
 from cfgrl_ros.control.reset_sequence import (
     Call,
     Cancel,
@@ -65,6 +66,7 @@ from cfgrl_ros.nodes.decision_messages import (
 )
 from cfgrl_ros.nodes.node_support import (
     declare,
+    declare_setting,
     declare_statistics_window,
     now_seconds,
     require_positive,
@@ -135,8 +137,9 @@ class RewardResetNode(Node):
         max_decisions = declare(
             self,
             "max_decisions",
-            30,
-            "decisions after which an episode fails (0: no timeout)",
+            13,
+            "decisions after which an episode fails (0: no timeout); 13 x 8 actions per "
+            "decision = Lift's 100 ticks",
             integer_range=(0, 1_000_000),
         )
         episode_limit = declare(
@@ -176,8 +179,8 @@ class RewardResetNode(Node):
             "policy_node/home",
             "std_srvs/Trigger service of the policy node that moves the arm home",
         )
-        max_pose_age = declare(
-            self, "safety.max_observation_age", 0.25, "seconds after which a pose is too old"
+        max_pose_age = declare_setting(
+            self, SafetyConfig, "max_observation_age", "safety.max_observation_age"
         )
         require_positive(
             {
