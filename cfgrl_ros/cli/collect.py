@@ -2,7 +2,8 @@
 topics a recording of the real arm has (joint states, end-effector pose, object pose, camera
 image with --camera, commanded target pose and gripper opening, episode events, success).
 --noise sets the demonstrations' quality: 0 is a near-perfect expert, 0.45 succeeds on ~40%
-of lift episodes, 1 on ~14% (docs/benchmarks.md has the measured table).
+of lift episodes and 0.3 on ~44% of pick_place_can episodes (docs/benchmarks.md has the
+measured tables).
 Episode i resets the simulator with seed + i.
 """
 
@@ -22,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--episodes", type=integer_at_least(1), default=50, help="episodes to record"
     )
     parser.add_argument(
-        "--noise", type=float, default=0.0, help="expert noise (0: near-perfect; 1: mostly fails)"
+        "--noise",
+        type=float,
+        default=0.0,
+        help="expert noise (0: near-perfect; 1: mostly fails)",
     )
     parser.add_argument(
         "--seed", type=integer_at_least(0), default=0, help="episode i resets with seed + i"
