@@ -38,6 +38,7 @@ import numpy as np
 
 from cfgrl_ros.arm.command_adapter import ArmCommand, ArmCommandAdapter
 from cfgrl_ros.arm.safety import SafetyEnvelope
+from cfgrl_ros.control.messages import Log, Reply
 
 if TYPE_CHECKING:
     from cfgrl_ros.nodes.arm_interface import HomePose
@@ -130,21 +131,7 @@ class EpisodeEnded:
     decisions: int
 
 
-@dataclass(frozen=True)
-class Log:
-    level: str  # "info", "warning", "error"
-    text: str
-
-
 Output = SendCommand | RequestNoise | Decided | EpisodeEnded | Log
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A service's answer."""
-
-    success: bool
-    message: str
 
 
 @dataclass

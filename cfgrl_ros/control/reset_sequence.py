@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cfgrl_ros.control.messages import Log, Reply
+
 if TYPE_CHECKING:
     from cfgrl_ros.nodes.arm_interface import HomePose
 
@@ -87,19 +89,7 @@ class EpisodeCounted:
     """An episode ended and was counted: the node publishes its statistics."""
 
 
-@dataclass(frozen=True)
-class Log:
-    level: str  # "info", "warning", "error"
-    text: str
-
-
 Output = PublishEvent | PublishReward | Call | Cancel | EpisodeCounted | Log
-
-
-@dataclass(frozen=True)
-class Reply:
-    success: bool
-    message: str
 
 
 class ResetSequence:

@@ -20,6 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from cfgrl_ros.control.messages import Log
 from cfgrl_ros.settings import setting_info, settings_of
 
 SIGINT_LATENCY = 0.1  # seconds: how long Ctrl-C may wait for the executor
@@ -156,6 +157,17 @@ def require_positive(values: dict[str, float]) -> None:
     for name, value in values.items():
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"parameter {name} must be a number > 0, got {value}")
+
+
+def write_log(node: Node, log: Log) -> None:
+    """Write a state machine's log line (cfgrl_ros.control) with the node's logger."""
+    # One call per severity: rclpy refuses a call site whose severity changes.
+    if log.level == "info":
+        node.get_logger().info(log.text)
+    elif log.level == "warning":
+        node.get_logger().warning(log.text)
+    else:
+        node.get_logger().error(log.text)
 
 
 def now_seconds(node: Node) -> float:

@@ -116,6 +116,7 @@ from cfgrl_ros.nodes.node_support import (
     now_seconds,
     require_positive,
     run_node,
+    write_log,
 )
 from cfgrl_ros.policy import FlowPolicy
 
@@ -507,16 +508,7 @@ class PolicyNode(Node):
                 end = EpisodeEnd(output.stamp_ns, output.features, output.success, output.decisions)
                 self.record_publisher.publish(end_message(end))
             elif isinstance(output, Log):
-                self._log(output)
-
-    def _log(self, log: Log) -> None:
-        # One call per severity: rclpy refuses a call site whose severity changes.
-        if log.level == "info":
-            self.get_logger().info(log.text)
-        elif log.level == "warning":
-            self.get_logger().warning(log.text)
-        else:
-            self.get_logger().error(log.text)
+                write_log(self, output)
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:

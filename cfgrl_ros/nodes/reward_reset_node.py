@@ -71,6 +71,7 @@ from cfgrl_ros.nodes.node_support import (
     now_seconds,
     require_positive,
     run_node,
+    write_log,
 )
 
 
@@ -260,16 +261,7 @@ class RewardResetNode(Node):
             elif isinstance(output, EpisodeCounted):
                 self._publish_diagnostics()
             elif isinstance(output, Log):
-                self._log(output)
-
-    def _log(self, log: Log) -> None:
-        # One call per severity: rclpy refuses a call site whose severity changes.
-        if log.level == "info":
-            self.get_logger().info(log.text)
-        elif log.level == "warning":
-            self.get_logger().warning(log.text)
-        else:
-            self.get_logger().error(log.text)
+                write_log(self, output)
 
     def _publish_diagnostics(self) -> None:
         sequence = self.sequence
