@@ -5,7 +5,7 @@ to resume an interrupted run or add episodes; other settings are refused), the l
 learning_curve.png and summary.json. The final success rate comes from a separate evaluation
 with the deterministic noise actor on initial states not seen in training. With --json the last
 line of the output is one JSON object:
-{"algo": ..., "episodes": N, "success_curve": [...], "final_success": x, ...}.
+{"algo": ..., "task": ..., "episodes": N, "success_curve": [...], "final_success": x, ...}.
 
 The agent's defaults are the settings of the DSRL benchmark in docs/benchmarks.md (8 actions
 per decision, UTD 10, 256x256, ...): `--policy P --w 2 --eval-episodes 50 --out O` runs one
@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cfgrl_ros.dsrl.agent import DsrlConfig
 
     parser.add_argument("--policy", required=True, help="policy checkpoint (cfgrl-ros pretrain)")
-    parser.add_argument("--task", default="lift", choices=sorted(TASKS), help="simulated task")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="simulated task (default: the one the policy was trained on; another is refused)",
+    )
     parser.add_argument(
         "--episodes", type=integer_at_least(0), default=100, help="online training episodes"
     )
@@ -187,12 +191,14 @@ def run(args: argparse.Namespace) -> int:
         make_noise_env,
         setting_differences,
     )
-    from cfgrl_ros.evaluation import make_env
+    from cfgrl_ros.evaluation import check_task, make_env, policy_task
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     try:
         topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
         policy = FlowPolicy.load(args.policy, device=args.device)
+        args.task = policy_task(policy, args.task)
+        check_task(policy, args.task)
         config = _config(args)
         config.noise_space(policy)  # checks exec_horizon against the policy's chunks
     except (FileNotFoundError, ValueError) as error:
@@ -279,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
                     key: summary[key]
                     for key in (
                         "algo",
+                        "task",
                         "episodes",
                         "success_curve",
                         "final_success",
