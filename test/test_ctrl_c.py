@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +129,33 @@ def test_ctrl_c_stops_the_policy_node_after_its_arm_went_silent(checkpoint, ros_
             process.wait(5)
     assert process.returncode == 0, log_path.read_text()
     assert seconds < SIGINT_EXIT
+
+
+SECOND_CTRL_C = """
+import os, signal
+from rclpy.node import Node
+from cfgrl_ros.nodes.node_support import run_node
+
+class Impatient(Node):
+    def __init__(self):
+        super().__init__("impatient")
+        self.create_timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))  # the first Ctrl-C
+
+    def destroy_node(self):
+        os.kill(os.getpid(), signal.SIGINT)  # a second one while the node cleans up
+        print("cleaned up", flush=True)
+        super().destroy_node()
+
+run_node(Impatient, "impatient")
+print("shut down", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_does_not_cut_the_clean_up_short(tmp_path):
+    """The user presses Ctrl-C again while the node holds the arm or joins its learner."""
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_CTRL_C], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["cleaned", "up", "shut", "down"]
+    assert "Traceback" not in result.stderr

@@ -210,6 +210,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: Sequence[str] | Non
         rclpy.logging.get_logger(name).fatal(f"cannot start: {error}")
         status = 1
     finally:
+        # A second Ctrl-C must not cut the way out short (the last hold, the learner's join):
+        # it would skip the rest of destroy_node and the shutdown, with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
