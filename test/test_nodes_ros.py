@@ -213,7 +213,10 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
         assert "Set parameter successful" in result.stdout
         weight_set = time.time_ns()
         result = cli("param", "get", "policy_node", "guidance_weight")
+        assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "Double value is: 0.0"
+        result = cli("param", "get", "policy_node", "guidance_wieght")
+        assert result.returncode == 1 and "Parameter not set" in result.stdout
         result = cli("param", "set", "policy_node", "guidance_weight", "11")
         assert result.returncode == 1
         assert "Set parameter failed" in result.stderr and "out of range" in result.stderr
@@ -748,3 +751,22 @@ def test_policy_node_refuses_an_adapter_scaled_unlike_the_training_actions(check
                 Parameter("max_translation", value=0.05),
             ]
         )
+
+
+def test_param_refuses_a_node_name_two_nodes_share(ros_probe):
+    """get and set could each reach another of them: one value set, the other's read."""
+    import rclpy
+    from rclpy.node import Node
+
+    twins = [Node("param_twin", context=ros_probe.context) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + STARTUP
+        while ros_probe.get_node_names().count("param_twin") < 2:
+            assert time.monotonic() < deadline, "the twins were not discovered"
+            rclpy.spin_once(ros_probe, timeout_sec=0.1)
+        result = cli("param", "get", "param_twin", "use_sim_time")
+        assert result.returncode == 1
+        assert "2 nodes are named /param_twin" in result.stderr
+    finally:
+        for twin in twins:
+            twin.destroy_node()

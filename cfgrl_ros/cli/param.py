@@ -111,16 +111,36 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        # Each call is answered by whichever server of that name answers first: with two
+        # nodes of one name (a stray process, another session in the domain) a get could read
+        # the other's value.
+        namesakes = [
+            (name, namespace)
+            for name, namespace in node.get_node_names_and_namespaces()
+            if f"{namespace.rstrip('/')}/{name}" == node_name
+        ]
+        if len(namesakes) > 1:
+            print(
+                f"{len(namesakes)} nodes are named {node_name} in ROS_DOMAIN_ID "
+                f"{os.environ.get('ROS_DOMAIN_ID', '0')}: stop the stray one (or use another "
+                "domain) so that get and set reach the same node",
+                file=sys.stderr,
+            )
+            return 1
         if args.action == "get":
             request = GetParameters.Request(names=[args.name])
             response = _wait(node, get_client.call_async(request), args.timeout, "get")
+            if not response.values:
+                print(f"Parameter not set: {args.name} is not declared by {node_name}")
+                return 1
             print(describe_value(response.values[0]))
             return 0
         value = parse_value(args.value)
         request = GetParameterTypes.Request(names=[args.name])
         types = _wait(node, types_client.call_async(request), args.timeout, "get types")
         if (
-            types.types[0] == ParameterType.PARAMETER_DOUBLE
+            types.types
+            and types.types[0] == ParameterType.PARAMETER_DOUBLE
             and value.type == ParameterType.PARAMETER_INTEGER
         ):
             value = parse_value(repr(float(value.integer_value)))
