@@ -263,6 +263,83 @@ def test_lockstep_end_without_an_answer_comes_after_stop_wait():
     assert not end.success
 
 
+def test_lockstep_start_without_a_fresh_reset_observation_sends_a_hold_after_resend():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    arm.follow(started(loop, T0))
+    arm.publish(loop, 5.05)  # the answer to the last command
+    loop.end_episode(True, T0 + 0.1)
+    arm.position = np.array([0.45, 0.0, 0.25])  # the simulator reset; its object pose was lost
+    assert arm.publish(loop, 6.0, parts=PARTS[:2]) == []
+    reply, outputs = loop.start_episode(T0 + 1.0)
+    assert reply.success and not of(SendCommand, outputs)
+    assert loop.check_deadlines(T0 + 1.9) == []
+    outputs = loop.check_deadlines(T0 + 2.1)
+    (hold,) = of(SendCommand, outputs)  # the simulator steps and publishes a full observation
+    np.testing.assert_array_equal(hold.command.target_pos, arm.position)  # where it was measured
+    assert not of(Decided, outputs) and loop.decision is None  # no action was consumed
+    outputs = arm.publish(loop, 6.05)
+    assert len(of(Decided, outputs)) == 1 and loop.decision.index == 0
+
+
+def test_lockstep_reset_observation_during_stopping_cannot_hang_the_next_episode():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    started(loop, T0)
+    loop.end_episode(False, T0 + 0.1)
+    # The simulator's reset observation comes before the answer to the last command: taken as
+    # that answer (it cannot be told apart), it ends the episode and is no step of the next.
+    assert len(of(EpisodeEnded, arm.publish(loop, 6.0))) == 1
+    reply, outputs = loop.start_episode(T0 + 0.2)
+    assert reply.success and not of(SendCommand, outputs)
+    assert len(of(SendCommand, loop.check_deadlines(T0 + 1.3))) == 1
+    assert len(of(Decided, arm.publish(loop, 6.05))) == 1
+
+
+def test_restarting_a_running_episode_ends_it_as_a_failure_first():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    loop.control_step(T0)
+    outputs = started(loop, T0 + 0.05)
+    (end,) = of(EpisodeEnded, outputs)  # the noise actor's pending decision gets its end
+    assert not end.success and end.decisions == 1
+    assert loop.phase == Phase.EXECUTING and loop.decision is None and loop.decision_index == 0
+
+
+def test_lockstep_restart_ends_at_once_and_never_resends_the_last_episodes_target():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, lockstep=True)
+    arm.publish(loop, 5.0)
+    assert of(SendCommand, started(loop, T0))  # unanswered: the simulator is reset next
+    outputs = started(loop, T0 + 0.5)
+    (end,) = of(EpisodeEnded, outputs)
+    assert not end.success and end.decisions == 1 and loop.phase == Phase.EXECUTING
+    outputs = loop.check_deadlines(T0 + 1.2)  # past the old command's resend time
+    assert not of(SendCommand, outputs)
+
+
+def test_timer_tick_sends_at_most_one_command_when_the_noise_deadline_passes():
+    arm = FakeArm()
+    loop = make_loop(arm, first_noise_timeout=0.05)
+    arm.publish(loop, T0)
+    started(loop)
+    assert of(RequestNoise, loop.tick(T0))
+    arm.publish(loop, T0 + 0.05)
+    outputs = loop.tick(T0 + 0.05)
+    (decided,) = of(Decided, outputs)
+    (command,) = of(SendCommand, outputs)  # the chunk's first action is not overwritten
+    expected = arm.position + 0.03 * decided.chunk[0][:3]
+    np.testing.assert_allclose(command.command.target_pos, expected)
+    assert loop.decision.step == 1
+    arm.follow(outputs)
+    arm.publish(loop, T0 + 0.1)
+    assert len(of(SendCommand, loop.tick(T0 + 0.1))) == 1 and loop.decision.step == 2
+
+
 def test_timer_mode_end_is_published_at_once():
     arm = FakeArm()
     loop = make_loop(arm, listening=False)

@@ -19,12 +19,15 @@ Phases (``DecisionLoop.phase``):
   target; the episode-end record waits for that answer (at most ``stop_wait``), so that it
   describes the state the last command led to.
 
-Control steps: with ``lockstep`` false the node's timer calls ``control_step`` and observations
-are checked against ``now``. With ``lockstep`` true a fresh observation (every part received
-after the last command and after the last episode's end; ``observed`` counts receipts) makes
-the step, and the observation's stamp is the envelope's time: the simulated world stands still
-between steps. Every command passes the adapter and the safety envelope (stale or missing
-observations hold the arm; pause holds it; shutdown sends a last hold).
+Control steps: with ``lockstep`` false the node's timer calls ``tick`` (the deadlines, then a
+control step: at most one command per tick) and observations are checked against ``now``. With
+``lockstep`` true a fresh observation (every part received after the last command and after the
+last episode's end; ``observed`` counts receipts) makes the step, and the observation's stamp
+is the envelope's time: the simulated world stands still between steps. An episode that finds
+no fresh observation (a part of the simulator's reset observation was lost, or was taken as the
+answer to the last episode's command) sends a hold after ``lockstep_resend``, so that the
+simulator steps and publishes. Every command passes the adapter and the safety envelope (stale
+or missing observations hold the arm; pause holds it; shutdown sends a last hold).
 """
 
 from __future__ import annotations
@@ -188,6 +191,7 @@ class DecisionLoop:
         self._last_features = np.zeros(policy.feature_dim, dtype=np.float32)
         self._last_command: ArmCommand | None = None
         self._last_command_time = 0.0
+        self._started_at = 0.0
         self._last_stamp_ns = 0
         # Receipt numbers order arrivals of observation parts (lockstep freshness).
         self._receipts = 0
@@ -254,8 +258,19 @@ class DecisionLoop:
             return []
         return self._finish_decision(noise, now)
 
+    def tick(self, now: float) -> list[Output]:
+        """Timer mode's control tick: the deadlines, then a control step if they sent nothing.
+
+        One command per tick: two would both be relative to the same measured pose, so the
+        first (a fallback decision's first action) would be overwritten before it is executed.
+        """
+        out = self.check_deadlines(now)
+        if any(isinstance(output, SendCommand) for output in out):
+            return out
+        return out + self.control_step(now)
+
     def check_deadlines(self, now: float) -> list[Output]:
-        """The noise deadline, a stalled lockstep stop, an unanswered lockstep command."""
+        """The noise deadline, a stalled lockstep stop or start, an unanswered lockstep command."""
         out: list[Output] = []
         phase = self.phase
         if phase == Phase.STOPPING and now - self._stopping_since > self.settings.stop_wait:
@@ -283,18 +298,42 @@ class DecisionLoop:
                 "last target; sending it again",
             )
             self._publish_command(out, self._last_command, now)
+        elif (
+            self.settings.lockstep
+            and phase == Phase.EXECUTING
+            and self._last_command is None
+            and not self.fresh()
+            and now - self._started_at > self.settings.lockstep_resend
+        ):
+            self._log(
+                out,
+                now,
+                "warning",
+                f"no fresh observation from the simulator {self.settings.lockstep_resend}s after "
+                "the episode's start; sending a hold so that it steps and publishes",
+                throttle=5.0,
+            )
+            observation, stamp = self._observe(out, now, with_images=False)
+            at = self._envelope_time(stamp, now)
+            self.envelope.check_observation(observation, stamp, at)
+            self._send(out, observation, None, at, now)
         return out
 
     # ---------------------------------------------------------------------------- episodes
     def start_episode(self, now: float) -> tuple[Reply, list[Output]]:
-        """Start an episode (the reward/reset node's call); a running one restarts."""
+        """Start an episode (the reward/reset node's call); a running one ends as a failure."""
         if self.envelope.shut_down:
             return Reply(False, "shut down: cannot move the arm"), []
         out: list[Output] = []
-        if self._stopping_since is not None:  # the last episode's record is still due
-            out += self._publish_end(now)
+        # A running episode's decisions need their end record, and its last target must not be
+        # resent to a simulator that was reset since (the end clears it).
         if self.running:
-            self._log(out, now, "warning", "episode started while one was running; restarting")
+            self._log(
+                out, now, "warning", "episode started while one was running: it ends as a failure"
+            )
+            out += self.end_episode(False, now)
+        if self._stopping_since is not None:  # the last episode's record is due now
+            out += self._publish_end(now)
         self.decision = None
         if self._homing_until is not None:
             self._homing_until = None
@@ -302,6 +341,7 @@ class DecisionLoop:
                 self._log(out, now, "warning", "episode started before the arm was home")
         self.running = True
         self.decision_index = 0
+        self._started_at = now
         self._log(out, now, "info", "episode started")
         if self.settings.lockstep and self.fresh():
             out += self.control_step(now)  # the simulator's reset observation came first

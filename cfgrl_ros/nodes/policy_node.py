@@ -229,7 +229,7 @@ class PolicyNode(Node):
             check_period = self.loop_settings.lockstep_resend / 4
             self.create_timer(check_period, lambda: self._run(self.loop.check_deadlines))
         else:
-            self.create_timer(self.control_period, self._control_step)
+            self.create_timer(self.control_period, lambda: self._run(self.loop.tick))
         self.create_timer(1.0, self._publish_diagnostics)
         config = self.policy.config
         self.get_logger().info(
@@ -420,10 +420,6 @@ class PolicyNode(Node):
                 observation[key] = image_array(self._latest[key], (width, height))
         stamp = min(stamp_seconds(self._latest[part].header.stamp) for part in parts)
         return observation, stamp
-
-    def _control_step(self) -> None:
-        self._run(self.loop.check_deadlines)
-        self._run(self.loop.control_step)
 
     def _on_noise(self, message: JointTrajectory) -> None:
         try:
