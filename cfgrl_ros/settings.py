@@ -98,7 +98,9 @@ class SettingInfo:
             if self.spec.choices and item not in self.spec.choices:
                 return f"{name} {item!r} is not one of {list(self.spec.choices)}"
             if self.kind in (int, float) and not self._in_bounds(item):
-                bounds = self._range()
+                # Where none_as stands for None (a parameter, a flag) it is allowed too; in
+                # the dataclass itself it is not.
+                bounds = self._range() if item == self.spec.none_as else self.bounds()
                 if math.isfinite(item):
                     return f"{name} must be {bounds}, got {value!r}"
                 return f"{name} must be a finite number {bounds}".strip() + f", got {value!r}"

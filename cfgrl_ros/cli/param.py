@@ -72,6 +72,15 @@ def parse_value(text: str) -> Any:
         return Parameter("value", value=text).get_parameter_value()
 
 
+def _nodes_named(node: Any, full_name: str) -> list[tuple[str, str]]:
+    """The (name, namespace) of every node in the graph called `full_name` ("/ns/name")."""
+    return [
+        (name, namespace)
+        for name, namespace in node.get_node_names_and_namespaces()
+        if f"{namespace.rstrip('/')}/{name}" == full_name
+    ]
+
+
 def _wait(node, future, timeout: float, what: str):
     import rclpy
 
@@ -114,11 +123,12 @@ def _run(args: argparse.Namespace) -> int:
         # Each call is answered by whichever server of that name answers first: with two
         # nodes of one name (a stray process, another session in the domain) a get could read
         # the other's value.
-        namesakes = [
-            (name, namespace)
-            for name, namespace in node.get_node_names_and_namespaces()
-            if f"{namespace.rstrip('/')}/{name}" == node_name
-        ]
+        # The node list comes on its own topic, a process's nodes in one message: once one of
+        # them is listed, all of that process are.
+        namesakes = _nodes_named(node, node_name)
+        while not namesakes and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            namesakes = _nodes_named(node, node_name)
         if len(namesakes) > 1:
             print(
                 f"{len(namesakes)} nodes are named {node_name} in ROS_DOMAIN_ID "

@@ -93,7 +93,8 @@ class DsrlConfig:
     utd: int = setting(10, "gradient updates per stored decision (update-to-data ratio)", minimum=0)
     prefill_decisions: int = setting(
         130,
-        "base-policy decisions (w0 ~ N(0, I)) stored before learning starts (~10 Lift episodes)",
+        "base-policy decisions (w0 ~ N(0, I)) stored before learning starts (~10 Lift "
+        "episodes); 0 after adapt --offline-bag: act with the offline-trained actor at once",
         minimum=0,
     )
     hidden_sizes: tuple[int, ...] = setting(
