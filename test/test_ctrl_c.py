@@ -44,17 +44,30 @@ def start(executable: str, parameters: dict, log_dir: Path, sigint_ignored: bool
 
 
 def wait_until_visible(probe, name: str, process, log_path: Path) -> bool:
-    """Whether node `name` became discoverable (False: it exited by itself first)."""
-    import rclpy
+    """Whether node `name` answers a service call (False: it exited by itself first).
 
+    Its name in the graph is not enough: a node of that name that an earlier test killed stays
+    listed until its discovery lease ends, and this one may still be importing.
+    """
+    import rclpy
+    from rcl_interfaces.srv import ListParameters
+
+    client = probe.create_client(ListParameters, f"/{name}/list_parameters")
     deadline = time.monotonic() + STARTUP
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if name in probe.get_node_names():
-            return True
-        rclpy.spin_once(probe, timeout_sec=0.1)
-    raise TimeoutError(f"{name} not discoverable after {STARTUP}s:\n{log_path.read_text()}")
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if client.service_is_ready():
+                future = client.call_async(ListParameters.Request())
+                rclpy.spin_until_future_complete(probe, future, timeout_sec=1.0)
+                if future.done():
+                    return True
+                client.remove_pending_request(future)
+            rclpy.spin_once(probe, timeout_sec=0.1)
+    finally:
+        probe.destroy_client(client)
+    raise TimeoutError(f"{name} not answering after {STARTUP}s:\n{log_path.read_text()}")
 
 
 def interrupt(process) -> float:
@@ -159,3 +172,18 @@ def test_a_second_ctrl_c_does_not_cut_the_clean_up_short(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cleaned", "up", "shut", "down"]
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_start_up_stops_a_node_a_shell_started_in_the_background(
+    checkpoint, tmp_path
+):
+    """Before run_node (the node module still imports torch and SB3) Ctrl-C must work too."""
+    parameters = {"checkpoint": str(checkpoint), "run_dir": str(tmp_path / "run")}
+    process, _ = start("noise_actor_node", parameters, tmp_path, sigint_ignored=True)
+    time.sleep(0.3)  # importing: seconds before the node exists
+    try:
+        interrupt(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)

@@ -86,7 +86,7 @@ def make_loop(arm: FakeArm, listening: bool = True, blocked: str = "", **setting
         speed_scale=0.5,
     )
     return DecisionLoop(
-        LoopSettings(**settings),
+        LoopSettings(**{"exec_horizon": 4, **settings}),
         FakePolicy(),
         arm,
         PARTS,
@@ -177,13 +177,13 @@ def test_stale_observations_hold_the_arm_and_consume_no_action():
     loop = make_loop(arm, listening=False)
     arm.publish(loop, T0)
     started(loop)
-    held_at = arm.position.copy()  # the last pose the envelope accepted
     arm.follow(loop.control_step(T0))
+    held_at = arm.position.copy()  # the target sent after the last accepted pose
     stale = T0 + 0.05 + SafetyConfig().max_observation_age  # no observation since T0 + 0.05
     arm.publish(loop, T0 + 0.05)
     outputs = loop.control_step(stale + 0.01)
     (hold,) = of(SendCommand, outputs)
-    np.testing.assert_array_equal(hold.command.target_pos, held_at)  # where it was measured
+    np.testing.assert_array_equal(hold.command.target_pos, held_at)  # no step back
     assert loop.decision.step == 1  # the chunk waits for a fresh observation
     assert any("stale_observation" in log.text for log in of(Log, outputs))
 

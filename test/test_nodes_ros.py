@@ -407,7 +407,8 @@ class StandInArm:
         self.width = 0.0
         self.targets: list[np.ndarray] = []
         self.steps: list[np.ndarray] = []  # target minus the pose it was commanded from
-        self.holds: list[bool] = []  # the target repeats a pose published before it
+        # the target repeats a pose published before it, or the target before it: no new motion
+        self.holds: list[bool] = []
         self.widths: list[float] = []
         self.published: list[np.ndarray] = []
         self.publishers = {
@@ -430,12 +431,13 @@ class StandInArm:
         from cfgrl_ros.msg_arrays import pose_arrays
 
         position, self.quaternion = pose_arrays(message)
+        previous = self.targets[-1:]
         self.targets.append(position)
         # The node commands from the pose it last measured, which may be a few publications
         # old: the step is measured from the nearest of the recent ones.
         recent = self.published[-10:] or [self.position]
         self.steps.append(min((position - p for p in recent), key=lambda d: np.abs(d).max()))
-        self.holds.append(any(np.array_equal(position, p) for p in self.published))
+        self.holds.append(any(np.array_equal(position, p) for p in [*self.published, *previous]))
         self.position = position
 
     def _publish(self) -> None:
@@ -571,8 +573,9 @@ def test_real_arm_reset_homes_through_the_policy_node_after_the_operator_says_so
         recorder.spin_until(lambda: not policy_node.alive(), SIGINT_EXIT, "the policy node's exit")
         assert policy_node.process.returncode == 0
         recorder.spin_until(lambda: not publishers("/target_pose"), 10, "the policy node gone")
-        # ... whose last target holds a measured pose (it may arrive after the exit is seen)
-        recorder.spin_until(lambda: arm.holds[-1], 5, "the last target to hold a measured pose")
+        # ... whose last target holds the arm where it is or was sent (it may arrive after the
+        # exit is seen)
+        recorder.spin_until(lambda: arm.holds[-1], 5, "the last target to hold the arm")
         assert call("/reward_reset_node/mark_failure").success
         recorder.spin_until(lambda: recorder.events[-1:] == ["failure"], 10, "the failure event")
         assert recorder.rewards == [1.0, 0.0]

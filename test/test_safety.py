@@ -121,7 +121,7 @@ def test_the_gripper_width_is_clipped_to_its_range():
     assert safe.reasons == ("gripper_width_clipped",)
 
 
-def test_a_nan_observation_holds_the_last_accepted_pose():
+def test_a_nan_observation_holds_the_target_sent_after_the_last_accepted_pose():
     envelope = accepted_envelope(now=10.0, width=0.03)
     moved = HOME + np.array([0.02, 0.0, 0.0])
     assert envelope.check_observation(observation(moved, width=0.03), 10.05, 10.05).ok
@@ -133,7 +133,9 @@ def test_a_nan_observation_holds_the_last_accepted_pose():
     assert not verdict.ok and verdict.reasons == ("non_finite_observation",)
     safe = envelope.filter_command(None, 10.1)
     assert safe.holding and safe.reasons == ("non_finite_observation",)
-    np.testing.assert_allclose(safe.command.target_pos, moved)  # not the NaN tick's pose
+    # Not the NaN tick's pose; the target sent after the accepted pose, where the arm is going
+    # (holding the older measured pose would move it back by a step).
+    np.testing.assert_allclose(safe.command.target_pos, moved + 0.01)
     assert safe.command.gripper_width == 0.0  # the closed gripper stays closed
 
     inf = observation(np.array([np.inf, 0.0, 0.2]))
@@ -141,6 +143,15 @@ def test_a_nan_observation_holds_the_last_accepted_pose():
     again = envelope.filter_command(None, 10.15)
     assert again.command is safe.command  # latched while the hold lasts
     assert envelope.counts["non_finite_observation"] == 2  # counted once per tick
+
+
+def test_a_hold_latches_the_measured_pose_when_nothing_was_sent_after_it():
+    envelope = accepted_envelope(now=10.0)
+    assert envelope.filter_command(command(HOME + 0.01), 10.0).reasons == ()
+    moved = HOME + np.array([0.005, 0.0, 0.0])  # measured after that command
+    assert envelope.check_observation(observation(moved), 10.05, 10.05).ok
+    envelope.pause()
+    np.testing.assert_allclose(envelope.filter_command(command(), 10.05).command.target_pos, moved)
 
 
 def test_malformed_observations_and_bad_quaternions_are_rejected_without_crashing():
@@ -230,7 +241,7 @@ def test_shutdown_holds_the_current_pose_for_good():
     envelope.filter_command(command(here + 0.01, width=0.0), 10.05)
     hold = envelope.shutdown(10.06)
     assert hold.holding and hold.reasons == ("shutdown",)
-    np.testing.assert_allclose(hold.command.target_pos, here)
+    np.testing.assert_allclose(hold.command.target_pos, here + 0.01)  # the last target sent
     assert hold.command.gripper_width == 0.0
     assert not envelope.resume()
     after = envelope.filter_command(command(here + 0.02), 10.07)

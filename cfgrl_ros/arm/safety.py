@@ -22,8 +22,10 @@ What comes out (``SafeCommand.command``):
 - the command, possibly limited: the target clipped to the workspace box, then moved at most
   ``max_translation_step`` metres and ``max_rotation_step`` radians from the measured pose,
   the gripper width clipped to its range;
-- a *hold*: the measured pose of the last accepted observation, latched when holding starts
-  and repeated unchanged while it lasts (latching avoids creeping under gravity), with the last
+- a *hold*: the measured pose of the last accepted observation, or the target sent after it
+  (the arm is on its way there: holding the older measured pose would move it back), latched
+  when holding starts and repeated unchanged while it lasts (latching avoids creeping under
+  gravity), with the last
   safe gripper width (an object in the hand stays there). Holding happens when the observation
   is invalid (NaN/inf, malformed, stale), the command is invalid, the envelope is paused, or
   after shutdown;
@@ -196,6 +198,7 @@ class SafetyEnvelope:
         self._commanded_gripper = False
         self._last_verdict: Verdict | None = None
         self._hold: ArmCommand | None = None  # latched while a hold lasts
+        self._sent_since_accepted: ArmCommand | None = None  # the last target after that pose
         self._paused = False
         self._shut_down = False
         self._last = SafeCommand(None, ("no_observation",))
@@ -241,6 +244,7 @@ class SafetyEnvelope:
         self.counts.update(reasons)
         self._last_verdict = verdict
         if verdict.ok:
+            self._sent_since_accepted = None
             self._accepted_stamp = float(stamp)
             self._accepted_pos = np.asarray(obs["eef_pos"], dtype=np.float64).copy()
             quat = np.asarray(obs["eef_quat"], dtype=np.float64)
@@ -303,6 +307,7 @@ class SafetyEnvelope:
         self._commanded_gripper = True
         self._hold = None
         safe = ArmCommand(target_pos, target_quat, safe_width, tuple(command.limited))
+        self._sent_since_accepted = safe
         return self._output(SafeCommand(safe, tuple(reasons)))
 
     def limit_grasp_force(self, force: float) -> float:
@@ -379,10 +384,14 @@ class SafetyEnvelope:
         return float(np.clip(width, self.config.gripper_min_width, self.config.gripper_max_width))
 
     def _hold_output(self, reasons: tuple[str, ...], count: bool = True) -> SafeCommand:
-        if self._hold is None:  # a hold starts: latch where the arm was last seen
-            self._hold = ArmCommand(
-                self._accepted_pos.copy(), self._accepted_quat.copy(), self._gripper_width
+        if self._hold is None:  # a hold starts: latch where the arm was last seen or sent
+            sent = self._sent_since_accepted
+            position, quaternion = (
+                (self._accepted_pos, self._accepted_quat)
+                if sent is None
+                else (np.asarray(sent.target_pos), np.asarray(sent.target_quat))
             )
+            self._hold = ArmCommand(position.copy(), quaternion.copy(), self._gripper_width)
         return self._output(SafeCommand(self._hold, reasons, holding=True), count)
 
     def _stop(self, reasons: tuple[str, ...], count: bool = True) -> SafeCommand:

@@ -84,7 +84,9 @@ class ObservationSource(Protocol):
 
 @dataclass(frozen=True)
 class LoopSettings:
-    exec_horizon: int = 4
+    """How the loop runs; the policy node's parameters of the same names take these defaults."""
+
+    exec_horizon: int  # the noise agent's (DsrlConfig.exec_horizon): the two must agree
     lockstep: bool = False
     noise_timeout: float = 0.05
     first_noise_timeout: float = 30.0

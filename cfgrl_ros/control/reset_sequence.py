@@ -52,8 +52,10 @@ class Service(Enum):
 
 @dataclass(frozen=True)
 class SequenceSettings:
+    """How episodes run; the reward/reset node's parameters take these defaults."""
+
     reset_mode: str = "sim"
-    max_decisions: int = 30  # 0: no timeout
+    max_decisions: int = 13  # 0: no timeout; 13 x 8 actions per decision = Lift's 100 ticks
     episode_limit: int = 0  # 0: no limit
     stop_timeout: float = 3.0
     service_timeout: float = 30.0

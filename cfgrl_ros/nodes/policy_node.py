@@ -268,21 +268,27 @@ class PolicyNode(Node):
         lockstep = declare(
             self,
             "lockstep",
-            False,
+            LoopSettings.lockstep,
             "step on each fresh observation (lockstep simulator) instead of a timer",
         )
         noise_timeout = declare(
-            self, "noise_timeout", 0.05, "seconds to wait for the noise actor's answer"
+            self,
+            "noise_timeout",
+            LoopSettings.noise_timeout,
+            "seconds to wait for the noise actor's answer",
         )
         first_noise_timeout = declare(
             self,
             "first_noise_timeout",
-            30.0,
+            LoopSettings.first_noise_timeout,
             "seconds to wait for the answer at an episode's first decision (the actor may be "
             "training between episodes)",
         )
         use_noise_actor = declare(
-            self, "use_noise_actor", True, "false: always decode from w0 ~ N(0, I) (base policy)"
+            self,
+            "use_noise_actor",
+            LoopSettings.use_noise_actor,
+            "false: always decode from w0 ~ N(0, I) (base policy)",
         )
         self.use_camera = declare(self, "use_camera", False, "camera images are available")
         self.arm_joints = declare(self, "arm_joints", ARM_JOINTS, "the 7 arm joints, in order")

@@ -128,7 +128,7 @@ class RewardResetNode(Node):
         reset_mode = declare(
             self,
             "reset",
-            "sim",
+            SequenceSettings.reset_mode,
             "reset sequence: sim (the simulator's reset service) or real "
             "(home pose, open gripper, operator's ~/ready)",
         )
@@ -138,15 +138,15 @@ class RewardResetNode(Node):
         max_decisions = declare(
             self,
             "max_decisions",
-            13,
-            "decisions after which an episode fails (0: no timeout); 13 x 8 actions per "
-            "decision = Lift's 100 ticks",
+            SequenceSettings.max_decisions,
+            "decisions after which an episode fails (0: no timeout); the default 13 x 8 actions "
+            "per decision = Lift's 100 ticks",
             integer_range=(0, 1_000_000),
         )
         episode_limit = declare(
             self,
             "episodes",
-            0,
+            SequenceSettings.episode_limit,
             "episodes to run, then stop starting new ones (0: no limit)",
             integer_range=(0, 1_000_000_000),
         )
@@ -157,12 +157,15 @@ class RewardResetNode(Node):
             "std_srvs/Trigger service that resets the simulator",
         )
         stop_timeout = declare(
-            self, "stop_timeout", 3.0, "seconds to wait for the policy node's episode-end record"
+            self,
+            "stop_timeout",
+            SequenceSettings.stop_timeout,
+            "seconds to wait for the policy node's episode-end record",
         )
         service_timeout = declare(
             self,
             "service_timeout",
-            30.0,
+            SequenceSettings.service_timeout,
             "seconds to wait for the answer of the simulator's reset or the policy node's start",
         )
         self.start_service = declare(
