@@ -60,8 +60,12 @@ def check_task(policy: FlowPolicy, task: str) -> None:
 
 
 def policy_task(policy: FlowPolicy, task: str | None) -> str:
-    """`task` when given, else the task the policy was trained on; ValueError when neither."""
+    """`task` when given, else the task the policy was trained on.
+
+    Raises ValueError when neither is known, or when `task` is not the policy's (check_task).
+    """
     if task is not None:
+        check_task(policy, task)
         return task
     if not policy.config.task:
         raise ValueError(

@@ -191,14 +191,13 @@ def run(args: argparse.Namespace) -> int:
         make_noise_env,
         setting_differences,
     )
-    from cfgrl_ros.evaluation import check_task, make_env, policy_task
+    from cfgrl_ros.evaluation import make_env, policy_task
     from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     try:
         topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
         policy = FlowPolicy.load(args.policy, device=args.device)
         args.task = policy_task(policy, args.task)
-        check_task(policy, args.task)
         config = _config(args)
         config.noise_space(policy)  # checks exec_horizon against the policy's chunks
     except (FileNotFoundError, ValueError) as error:

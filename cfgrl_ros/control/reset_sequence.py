@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cfgrl_ros.arm.safety import SafetyConfig
 from cfgrl_ros.control.messages import Log, Reply
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class SequenceSettings:
     episode_limit: int = 0  # 0: no limit
     stop_timeout: float = 3.0
     service_timeout: float = 30.0
-    max_pose_age: float = 0.25
+    max_pose_age: float = SafetyConfig.max_observation_age
     statistics_window: int = 10
 
 

@@ -4,9 +4,10 @@ import signal
 import threading
 
 # A node that a shell started in the background (`noise_actor_node ... &`, nohup) inherits
-# SIGINT ignored. run_node puts Python's Ctrl-C back, but only after the node module's heavy
-# imports (torch, SB3: seconds on a loaded machine); a Ctrl-C in between would be lost and the
-# node would run on. This package is imported first, so restore it here already.
+# SIGINT ignored, and Python keeps it ignored: Ctrl-C would do nothing (rclpy's own handler
+# would override it, but run_node leaves SIGINT to Python for the last hold). This package is
+# imported before any node module's heavy imports (torch, SB3: seconds on a loaded machine), so
+# Ctrl-C works from then on.
 if (
     threading.current_thread() is threading.main_thread()
     and signal.getsignal(signal.SIGINT) is signal.SIG_IGN

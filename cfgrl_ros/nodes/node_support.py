@@ -187,12 +187,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: Sequence[str] | Non
     """
     # rclpy's own SIGINT handler shuts the context down before destroy_node runs, so a node
     # could not publish on its way out (the policy node's last hold). Python's handler raises
-    # KeyboardInterrupt instead and leaves the context up; rclpy still handles SIGTERM.
+    # KeyboardInterrupt instead and leaves the context up; rclpy still handles SIGTERM. A SIGINT
+    # that a shell left ignored was restored when cfgrl_ros.nodes was imported.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.SIGTERM)
-    # A node started in the background by a shell (`policy_node ... &`, nohup) inherits SIGINT
-    # ignored, and Python keeps it ignored: Ctrl-C or `kill -INT` would do nothing at all.
-    # rclpy's own handler would have overridden that; ours must too.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     node = None
     status = 0
     try:
