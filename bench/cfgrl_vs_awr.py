@@ -30,9 +30,10 @@ from cfgrl_ros.data.bag_reader import read_bag
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.evaluation import evaluate, weight_key
 from cfgrl_ros.policy.training import TrainConfig, train_policy
-from cfgrl_ros.sim.env import TASKS, FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
+from cfgrl_ros.sim.tasks import TASKS, task_adapter_config
 
 EVAL_SEED = 10_000  # far from the demonstrations' reset seeds
 

@@ -16,9 +16,10 @@ import time
 
 import numpy as np
 
-from cfgrl_ros.sim.env import TASKS, FrankaSimEnv
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
+from cfgrl_ros.sim.tasks import TASKS
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dsrl_lift import base_successes, first_episode_at
+from dsrl import base_successes, first_episode_at
 
 ENVIRONMENT = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 HELD_OUT_SEED = 100_000  # reset seeds of the evaluator's episodes, disjoint from the demos'
@@ -294,7 +294,7 @@ def main() -> None:
     if args.stop_after == "dynamics":
         return
 
-    base = base_successes(args, paths["policy"])
+    base = base_successes(args, paths["policy"], "lift")
     print(f"\nbase policy: {np.mean(base):.0%} success over {len(base)} episodes", flush=True)
     runs = {
         name: [adapt(args, paths, name, seed) for seed in args.seeds]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cfgrl_ros.paths import config_path
+from cfgrl_ros.sim.tasks import TASKS
 
 GRAPH_NAME = "dsrl_franka"
 CONFIG_FILE = "dsrl_franka.yaml"
@@ -38,6 +39,15 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "true: also start the simulated Franka (franka_sim_node, lockstep); false: run against "
         "a real arm (franka_ros2 and a camera driver must already be running)",
         ("true", "false"),
+    ),
+    LaunchArgument(
+        "task",
+        "lift",
+        "the simulated task: the simulator's task, the adapter's workspace box for it, the "
+        "episode length (the task's horizon in decisions), and the policy node refuses a "
+        "policy trained on another task. Not used with sim:=false (a real cell's box and "
+        "episode length are in arm_config)",
+        tuple(sorted(TASKS)),
     ),
     LaunchArgument(
         "policy",
@@ -149,6 +159,23 @@ def _file(values: Mapping[str, str], name: str, default: str) -> Path:
     return path
 
 
+def _file_parameter(files: tuple[Path, ...], node: str, name: str) -> Any:
+    """The value `node` gets for `name` from the parameter files (its section over ``/**``, a
+    later file over an earlier one, as ROS applies them); KeyError when none sets it."""
+    import yaml  # local: `import cfgrl_ros.graph` stays free of third-party imports
+
+    value, found = None, False
+    for path in files:
+        sections = yaml.safe_load(path.read_text()) or {}
+        for key in ("/**", f"/**/{node}"):
+            parameters = sections.get(key, {}).get("ros__parameters", {})
+            if name in parameters:
+                value, found = parameters[name], True
+    if not found:
+        raise KeyError(f"no parameter file sets {name} for {node}: {[str(f) for f in files]}")
+    return value
+
+
 def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     """The nodes to start for launch arguments (name -> string value; missing: default).
 
@@ -189,16 +216,31 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     def node(executable: str, parameters: dict[str, Any]) -> NodeDescription:
         return NodeDescription(executable, executable, namespace, parameter_files, parameters)
 
+    task = values["task"].strip()
+    if task not in TASKS:
+        raise ValueError(f"launch argument task:={task!r} must be one of {sorted(TASKS)}")
     nodes = []
+    policy_parameters = {**shared, "lockstep": sim, "use_camera": use_camera}
+    episode_parameters: dict[str, Any] = {"reset": "sim" if sim else "real"}
     if sim:
-        nodes.append(node("franka_sim_node", {"mode": "lockstep", "use_camera": use_camera}))
+        spec = TASKS[task]
+        nodes.append(
+            node("franka_sim_node", {"mode": "lockstep", "use_camera": use_camera, "task": task})
+        )
+        policy_parameters.update(
+            task=task,
+            workspace_low=list(spec.workspace_low),
+            workspace_high=list(spec.workspace_high),
+        )
+        exec_horizon = int(_file_parameter(parameter_files, "reward_reset_node", "exec_horizon"))
+        episode_parameters["max_decisions"] = -(-spec.horizon // exec_horizon)  # ceiling
     actor: dict[str, Any] = dict(shared)
     run_dir = values["run_dir"].strip()
     if run_dir:
         actor["run_dir"] = str(Path(run_dir).expanduser().resolve())
     nodes += [
-        node("policy_node", {**shared, "lockstep": sim, "use_camera": use_camera}),
+        node("policy_node", policy_parameters),
         node("noise_actor_node", actor),
-        node("reward_reset_node", {"reset": "sim" if sim else "real"}),
+        node("reward_reset_node", episode_parameters),
     ]
     return nodes

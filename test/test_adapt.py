@@ -12,9 +12,10 @@ from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.dsrl import NoiseAgent
 from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
-from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
+from cfgrl_ros.sim.tasks import task_adapter_config
 
 pytestmark = pytest.mark.sim
 
@@ -72,12 +73,16 @@ def test_adapt_runs_checkpoints_and_resumes(tiny_policy, tmp_path, capsys):
     assert (out / "learning_curve.png").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counters"]["episodes"] == 2 and summary["counters"]["updates"] > 0
+    assert len(summary["episode_ticks"]) == 2 and all(t > 0 for t in summary["episode_ticks"])
+    assert 0 < summary["learner_seconds"] <= summary["train_seconds"]
     agent = NoiseAgent.load(out / "agent", FlowPolicy.load(tiny_policy, device="cpu"))
     assert agent.episodes == 2 and agent.metadata["success_curve"] == result["success_curve"]
     # The same command with more episodes continues the run where it stopped.
     code, resumed, _ = adapt(capsys, tiny_policy, out, "--algo", "dsrl_na", "--episodes", "3")
     assert code == 0 and resumed["episodes"] == 3
     assert resumed["success_curve"][:2] == result["success_curve"]
+    resumed_summary = json.loads((out / "summary.json").read_text())
+    assert resumed_summary["episode_ticks"][:2] == summary["episode_ticks"]
     assert NoiseAgent.load(out / "agent", FlowPolicy.load(tiny_policy)).episodes == 3
     # ...but not with other settings, which it names, and it loses nothing.
     code, _, error = adapt(capsys, tiny_policy, out, "--algo", "dsrl_sac", "--episodes", "3")

@@ -9,9 +9,10 @@ from rosbags.highlevel import AnyReader
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.cli.main import main
 from cfgrl_ros.data.bag_reader import read_bag
-from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
+from cfgrl_ros.sim.tasks import task_adapter_config
 
 EPISODES = 2
 TOPICS = {

@@ -24,7 +24,7 @@ def test_report_and_plots_are_written(tmp_path):
         for i in range(8)
     ]
     demo.write_plots(tmp_path, {"0": 0.3, "1": 0.5, "3": 0.4}, online)
-    args = argparse.Namespace(quick=True, seed=3, guidance_weight=1.0)
+    args = argparse.Namespace(quick=True, task="pick_place_can", seed=3, guidance_weight=1.0)
     report = demo.write_report(
         tmp_path,
         demo.QUICK,
@@ -39,9 +39,25 @@ def test_report_and_plots_are_written(tmp_path):
     for name in ("success_vs_guidance.png", "online_success.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     text = report.read_text()
-    assert "cfgrl-ros demo --quick --seed 3" in text
+    assert "cfgrl-ros demo --quick --task pick_place_can --seed 3" in text
+    assert "pick_place_can episodes of the scripted expert with noise\n0.4," in text
     assert "| 1 | 50% |" in text
     assert "**30%**" in text and "**45%**" in text and "**70%**" in text
+
+
+def test_side_by_side_video_holds_the_longer_episode_and_both_panels(tmp_path):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    short = [np.full((32, 32, 3), 10 * i, dtype=np.uint8) for i in range(5)]
+    long = [np.full((32, 32, 3), 200, dtype=np.uint8)] * 9
+    path = tmp_path / "video.mp4"
+    demo.write_side_by_side(path, [("base", short, False), ("adapted", long, True)])
+    frames = imageio.mimread(path)
+    assert len(frames) == 9
+    assert frames[0].shape == (32, 32 + 4 + 32, 3)
+    # The shorter episode holds its last frame (10 * 4 = 40, video compression aside).
+    assert abs(float(frames[-1][20:, :32].mean()) - 40) < 8
 
 
 def test_bench_lists_the_benchmark_scripts():

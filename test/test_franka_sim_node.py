@@ -17,8 +17,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter  # noqa: E402
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays  # noqa: E402
-from cfgrl_ros.sim.env import task_adapter_config  # noqa: E402
 from cfgrl_ros.sim.expert import ScriptedExpert  # noqa: E402
+from cfgrl_ros.sim.tasks import task_adapter_config  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]  # the simulated arm is a node process
 

@@ -22,6 +22,7 @@ from cfgrl_ros.cli import launch as launcher
 from cfgrl_ros.graph import LAUNCH_ARGUMENTS, describe_graph
 from cfgrl_ros.nodes import decision_messages as contract
 from cfgrl_ros.paths import config_path
+from cfgrl_ros.sim.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ("franka_sim_node", "policy_node", "noise_actor_node", "reward_reset_node")
@@ -42,18 +43,54 @@ def test_simulated_graph_has_every_node_with_the_arguments_parameters(checkpoint
     for node in nodes:
         assert node.namespace == ""
         assert node.parameter_files == (config_path("dsrl_franka.yaml"),)
-    assert by_name["franka_sim_node"].parameters == {"mode": "lockstep", "use_camera": False}
+    assert by_name["franka_sim_node"].parameters == {
+        "mode": "lockstep",
+        "use_camera": False,
+        "task": "lift",
+    }
     assert by_name["policy_node"].parameters == {
         "checkpoint": str(checkpoint),
         "guidance_weight": 1.5,
         "lockstep": True,
         "use_camera": False,
+        "task": "lift",
+        "workspace_low": list(TASKS["lift"].workspace_low),
+        "workspace_high": list(TASKS["lift"].workspace_high),
     }
     assert by_name["noise_actor_node"].parameters == {
         "checkpoint": str(checkpoint),
         "guidance_weight": 1.5,
     }
-    assert by_name["reward_reset_node"].parameters == {"reset": "sim"}
+    # 100 ticks of lift at the file's 8 actions per decision
+    assert by_name["reward_reset_node"].parameters == {"reset": "sim", "max_decisions": 13}
+
+
+def test_task_argument_sets_the_simulator_the_box_and_the_episode_length(checkpoint, tmp_path):
+    nodes = describe_graph({"policy": str(checkpoint), "task": "pick_place_can"})
+    by_name = {node.name: node for node in nodes}
+    spec = TASKS["pick_place_can"]
+    assert by_name["franka_sim_node"].parameters["task"] == "pick_place_can"
+    assert by_name["policy_node"].parameters["task"] == "pick_place_can"
+    assert by_name["policy_node"].parameters["workspace_high"] == list(spec.workspace_high)
+    assert by_name["reward_reset_node"].parameters["max_decisions"] == 32  # ceil(250 / 8)
+    # The episode length follows the exec_horizon of the files given, the node's section last.
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {"ros__parameters": {"exec_horizon": 8}},
+                "/**/reward_reset_node": {"ros__parameters": {"exec_horizon": 5}},
+            }
+        )
+    )
+    nodes = describe_graph(
+        {"policy": str(checkpoint), "task": "pick_place_can", "config": str(config)}
+    )
+    assert nodes[-1].parameters["max_decisions"] == 50
+    # A real arm's box and episode length come from its parameter files, not from a task.
+    nodes = describe_graph({"policy": str(checkpoint), "sim": "false", "task": "pick_place_can"})
+    assert all("task" not in node.parameters for node in nodes)
+    assert "max_decisions" not in nodes[-1].parameters
 
 
 def test_run_dir_argument_gives_the_noise_actor_its_run_folder(checkpoint, tmp_path, monkeypatch):
@@ -93,6 +130,7 @@ def test_real_arm_graph_starts_no_simulator_and_loads_the_arm_config(checkpoint)
         ({"sim": "maybe"}, ValueError, "sim:='maybe' must be true or false"),
         ({"colour": "red"}, ValueError, "unknown launch arguments ['colour']"),
         ({"guidance_weight": "strong"}, ValueError, "guidance_weight:='strong' is not a number"),
+        ({"task": "stack"}, ValueError, "task:='stack' must be one of ['lift', 'pick_place_can']"),
         ({"config": "/nonexistent.yaml"}, FileNotFoundError, "config:=/nonexistent.yaml"),
     ],
 )
@@ -159,7 +197,7 @@ def test_adapter_parameters_are_the_scaling_policies_are_trained_with():
     """Policies are trained on actions normalised by task_adapter_config("lift") (collect, the
     bag reader, the simulator): the graph must execute them with the same adapter."""
     from cfgrl_ros.arm.command_adapter import AdapterConfig
-    from cfgrl_ros.sim.env import task_adapter_config
+    from cfgrl_ros.sim.tasks import task_adapter_config
 
     shared = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())["/**"]["ros__parameters"]
     trained = task_adapter_config("lift")

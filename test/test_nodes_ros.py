@@ -67,6 +67,7 @@ def tiny_checkpoint(path: Path) -> Path:
         time_embedding_dim=8,
         hidden_dims=(32, 32),
         flow_steps=4,
+        task="lift",
     )
     config = TrainConfig(
         policy=policy,
@@ -752,6 +753,22 @@ def test_policy_node_refuses_an_adapter_scaled_unlike_the_training_actions(check
                 Parameter("checkpoint", value=str(checkpoint)),
                 Parameter("device", value="cpu"),
                 Parameter("max_translation", value=0.05),
+            ]
+        )
+
+
+def test_policy_node_refuses_a_policy_of_another_task(checkpoint, ros_probe):
+    """The simulator runs pick_place_can (task:=), the policy was trained on lift."""
+    from rclpy.parameter import Parameter
+
+    from cfgrl_ros.nodes.policy_node import PolicyNode
+
+    with pytest.raises(ValueError, match=r"trained on lift .* launch with task:=lift"):
+        PolicyNode(
+            parameter_overrides=[
+                Parameter("checkpoint", value=str(checkpoint)),
+                Parameter("device", value="cpu"),
+                Parameter("task", value="pick_place_can"),
             ]
         )
 

@@ -16,9 +16,10 @@ from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.evaluation import evaluate
 from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 from cfgrl_ros.policy.training import training_state_path
-from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
+from cfgrl_ros.sim.tasks import task_adapter_config
 
 pytestmark = pytest.mark.sim
 

@@ -10,9 +10,10 @@ import pytest
 from cfgrl_ros.arm.command_adapter import ArmCommand
 from cfgrl_ros.observation import OBSERVATION_FIELDS, STATE_DIM, state_vector
 from cfgrl_ros.sim.commanded_arm import CommandedArm
-from cfgrl_ros.sim.env import FrankaSimEnv, task_adapter_config
+from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episode, expert_episodes
+from cfgrl_ros.sim.tasks import task_adapter_config
 
 pytestmark = pytest.mark.sim
 

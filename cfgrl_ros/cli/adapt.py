@@ -15,9 +15,11 @@ of its rows (seed 0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import numpy as np
 from cfgrl_ros.cli.arguments import finite_number, integer_at_least
 from cfgrl_ros.paths import file_in_the_way
 from cfgrl_ros.settings import add_setting_flag
-from cfgrl_ros.sim.env import TASKS
+from cfgrl_ros.sim.tasks import TASKS
 
 AGENT_DIR = "agent"
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes reset from seeds no training episode uses
@@ -227,17 +229,16 @@ def run(args: argparse.Namespace) -> int:
                 + "). Run the same command to resume it, or use another --out"
             )
         agent.set_guidance_weight(args.w)
-        curve = [bool(s) for s in agent.metadata.get("success_curve", [])]
-        elapsed = float(agent.metadata.get("train_seconds", 0.0))
-        print(f"resuming {args.out}: {len(curve)} episodes done", file=sys.stderr)
+        progress = _Progress.from_metadata(agent.metadata)
+        print(f"resuming {args.out}: {len(progress.success_curve)} episodes done", file=sys.stderr)
     else:
         agent = make_noise_agent(policy, args.w, config)
-        curve, elapsed = [], 0.0
+        progress = _Progress()
         if args.offline_bag:
             error = _learn_offline(agent, policy, topic_map, args)
             if error:
                 return _fail(error)
-        agent.save(agent_dir, {"run": settings, "success_curve": curve, "train_seconds": elapsed})
+        agent.save(agent_dir, {"run": settings, **progress.metadata()})
 
     try:
         sim = make_env(policy, args.task, args.horizon)
@@ -245,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
     env = make_noise_env(sim, policy, args.w, agent.config)
     try:
-        curve, elapsed = _train(agent, env, args, settings, curve, elapsed)
+        _train(agent, env, args, settings, progress)
         final_success = _evaluate(agent, env, args)
     except KeyboardInterrupt:
         print(
@@ -261,16 +262,19 @@ def run(args: argparse.Namespace) -> int:
         "algo": agent.config.algo,
         "task": args.task,
         "guidance_weight": args.w,
-        "episodes": len(curve),
-        "success_curve": [int(s) for s in curve],
+        "episodes": len(progress.success_curve),
+        "success_curve": [int(s) for s in progress.success_curve],
         "final_success": final_success,
         "eval_episodes": args.eval_episodes,
-        "train_seconds": round(elapsed, 1),
+        "train_seconds": round(progress.train_seconds, 1),
+        "learner_seconds": round(progress.learner_seconds, 1),
+        "episode_ticks": progress.episode_ticks,
         "wall_seconds": round(time.monotonic() - start, 1),
         "config": agent.config.to_dict(),
         "counters": agent.counters(),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    curve = progress.success_curve
     _plot(curve, final_success, args.out / "learning_curve.png", agent.config.algo)
     print(
         f"{agent.config.algo}: {len(curve)} episodes, last-{ROLLING_WINDOW} success "
@@ -325,12 +329,35 @@ def _learn_offline(agent, policy, topic_map, args: argparse.Namespace) -> str | 
     return None
 
 
-def _train(agent, env, args: argparse.Namespace, settings: dict, curve: list[bool], elapsed: float):
+@dataclass
+class _Progress:
+    """What the online episodes so far did; kept in every checkpoint so a resumed run goes on."""
+
+    success_curve: list[bool] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall clock of the online episodes, simulation included
+    learner_seconds: float = 0.0  # of which the agent's updates
+    episode_ticks: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> _Progress:
+        return cls(
+            success_curve=[bool(s) for s in metadata.get("success_curve", [])],
+            train_seconds=float(metadata.get("train_seconds", 0.0)),
+            learner_seconds=float(metadata.get("learner_seconds", 0.0)),
+            episode_ticks=[int(t) for t in metadata.get("episode_ticks", [])],
+        )
+
+    def metadata(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _train(agent, env, args: argparse.Namespace, settings: dict, progress: _Progress) -> None:
     from tqdm import tqdm
 
     from cfgrl_ros.dsrl.rollout import run_episode
 
-    progress = tqdm(
+    curve = progress.success_curve
+    bar = tqdm(
         total=args.episodes,
         initial=min(len(curve), args.episodes),
         desc=f"{agent.config.algo} episodes",
@@ -338,21 +365,19 @@ def _train(agent, env, args: argparse.Namespace, settings: dict, curve: list[boo
         disable=args.no_progress,
         file=sys.stderr,
     )
-    with progress:
+    with bar:
         while len(curve) < args.episodes:
             began = time.monotonic()
             result = run_episode(env, agent, learn=True, seed=args.seed + len(curve))
             curve.append(result.success)
-            elapsed += time.monotonic() - began
-            agent.save(
-                args.out / AGENT_DIR,
-                {"run": settings, "success_curve": curve, "train_seconds": elapsed},
-            )
-            progress.update(1)
-            progress.set_postfix(
+            progress.train_seconds += time.monotonic() - began
+            progress.learner_seconds += result.learner_seconds
+            progress.episode_ticks.append(result.ticks)
+            agent.save(args.out / AGENT_DIR, {"run": settings, **progress.metadata()})
+            bar.update(1)
+            bar.set_postfix(
                 success=f"{_rolling(curve)[-1]:.0%}", updates=agent.updates, refresh=False
             )
-    return curve, elapsed
 
 
 def _evaluate(agent, env, args: argparse.Namespace) -> float:

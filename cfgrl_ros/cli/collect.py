@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cfgrl_ros.cli.arguments import integer_at_least
-from cfgrl_ros.sim.env import TASKS
+from cfgrl_ros.sim.tasks import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

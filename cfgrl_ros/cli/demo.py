@@ -2,14 +2,15 @@
 
     cfgrl-ros demo [--quick] [--out runs/<timestamp>]
 
-1. collect: the noisy scripted expert records Lift demonstrations to a rosbag;
+1. collect: the noisy scripted expert records pick-and-place demonstrations (--task, default
+   pick_place_can: grasp the can, put it in its bin) to a rosbag;
 2. pretrain: a CFGRL flow policy (Monte-Carlo optimality labels) is trained from that bag;
 3. eval: the frozen policy is rolled out at several guidance weights w;
 4. online: the ROS 2 graph (simulated Franka, policy node, noise actor, reward/reset node, each
    its own process over DDS) runs DSRL-NA online; halfway through, the guidance weight is
    changed live through the parameter interface (`cfgrl-ros param set`);
 5. the adapted noise actor and the base policy are evaluated on the same initial states, and
-   one episode of each is filmed from the simulator camera;
+   one episode of each is filmed from the simulator camera, side by side;
 6. report: `report.md`, PNG plots and MP4 videos in the output folder, beside the bag and the
    checkpoints.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import random
 import shlex
@@ -38,10 +38,12 @@ from typing import Any
 import yaml
 
 from cfgrl_ros.paths import config_path
-from cfgrl_ros.sim.env import TASKS
 
-TASK = "lift"
-EXPERT_NOISE = 0.45  # the scripted expert's noise that gives ~40% successful demonstrations
+# The scripted expert's noise per task: demonstrations of mixed quality, about a third of them
+# successful (docs/benchmarks.md, "Scripted expert success per noise level").
+EXPERT_NOISE = {"pick_place_can": 0.4, "lift": 0.45}
+VIDEO_SIZE = 256  # px: large enough to see the gripper and the object
+VIDEO = "episode_base_vs_adapted.mp4"
 # The noise actor runs the agent's defaults (the DSRL benchmark's settings, docs/benchmarks.md)
 # with half the batch, so that between-episode training on a CPU-only laptop stays shorter than
 # the episodes themselves.
@@ -98,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report folder (default: runs/<timestamp>); an existing one is resumed: "
         "finished steps are not run again",
     )
+    parser.add_argument(
+        "--task",
+        default="pick_place_can",
+        choices=sorted(EXPERT_NOISE),
+        help="simulated task: pick_place_can (grasp the can and put it in its bin) or lift "
+        "(grasp the cube and lift it)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every step")
     parser.add_argument(
         "--online-episodes",
@@ -141,15 +150,11 @@ def _isolated_ros_environment(out: Path) -> None:
 
 
 def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
-    """The package's dsrl_franka.yaml with this run's folder, seed and episode budget."""
+    """The package's dsrl_franka.yaml with this run's folder, seed and prefill."""
     parameters = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
     actor = parameters["/**/noise_actor_node"]["ros__parameters"]
     actor["run_dir"] = str(out / "dsrl")
     actor["agent"].update(CPU_AGENT, prefill_decisions=plan.prefill_decisions, seed=seed)
-    exec_horizon = parameters["/**"]["ros__parameters"]["exec_horizon"]
-    parameters["/**/reward_reset_node"]["ros__parameters"]["max_decisions"] = math.ceil(
-        TASKS[TASK].horizon / exec_horizon
-    )
     parameters["/**/franka_sim_node"]["ros__parameters"]["seed"] = 10_000 + seed
     parameters["/**/policy_node"]["ros__parameters"]["seed"] = seed
     path = out / "dsrl_franka.yaml"
@@ -159,6 +164,7 @@ def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
 
 def run_online(
     out: Path,
+    task: str,
     policy: Path,
     plan: DemoPlan,
     seed: int,
@@ -194,6 +200,7 @@ def run_online(
             "launch",
             "dsrl_franka",
             f"policy:={policy}",
+            f"task:={task}",
             f"config:={config}",
             f"guidance_weight:={weight}",
         ],
@@ -262,18 +269,17 @@ def _online_log(out: Path) -> list[dict[str, Any]]:
 
 
 def evaluate_adapted(
-    out: Path, policy_path: Path, episodes: int, seed: int
+    out: Path, task: str, policy_path: Path, episodes: int, seed: int
 ) -> tuple[dict[str, float], float]:
     """Success of the base policy, of zero noise and of the adapted noise actor on the same
     initial states.
 
     Zero noise (w0 = 0 always) is the deterministic policy that needs no learning: the adapted
-    actor, also deterministic, has to beat it too. Films one episode of the base policy and of
-    the adapted actor (the first initial state) to MP4.
+    actor, also deterministic, has to beat it too. Films the episode of the base policy and of
+    the adapted actor from the first initial state, side by side in one MP4 (VIDEO).
     Returns ({"base": rate, "zero noise": rate, "adapted": rate}, guidance weight used).
     """
     import gymnasium as gym
-    import imageio.v2 as imageio
     from tqdm import tqdm
 
     from cfgrl_ros.dsrl import NoiseAgent, ZeroNoise, make_noise_env, run_episode
@@ -281,9 +287,14 @@ def evaluate_adapted(
     from cfgrl_ros.sim.env import FrankaSimEnv
 
     class FrameRecorder(gym.Wrapper):
-        """Keeps the camera image of every control tick in `frames`."""
+        """Keeps the camera image of every control tick of the latest episode in `frames`."""
 
         frames: list
+
+        def reset(self, **kwargs):
+            result = self.env.reset(**kwargs)
+            self.frames = [result[0]["image"]]
+            return result
 
         def step(self, action):
             result = self.env.step(action)
@@ -294,25 +305,50 @@ def evaluate_adapted(
     agent = NoiseAgent.load(out / "dsrl" / "agent", policy, device="cpu")
     weight = agent.guidance_weight
     # Rendering costs more than simulating: only the filmed first episode has a camera.
-    camera_env = FrameRecorder(FrankaSimEnv(TASK, cameras=("agentview",), image_size=128))
+    camera_env = FrameRecorder(FrankaSimEnv(task, cameras=("agentview",), image_size=VIDEO_SIZE))
     filmed = make_noise_env(camera_env, policy, weight, agent.config)
-    plain = make_noise_env(FrankaSimEnv(TASK), policy, weight, agent.config)
-    rates = {}
+    plain = make_noise_env(FrankaSimEnv(task), policy, weight, agent.config)
+    rates, films = {}, {}
     zero = ZeroNoise(policy.noise_shape, weight)
     for name, actor in (("base", None), ("zero noise", zero), ("adapted", agent)):
         successes = 0
         for episode in tqdm(range(episodes), desc=f"evaluating {name}", unit="ep"):
             seed_i = 50_000 + seed + episode
             if episode == 0 and actor is not zero:
-                camera_env.frames = []
-                successes += run_episode(filmed, actor, deterministic=True, seed=seed_i).success
-                imageio.mimsave(out / f"episode_{name}.mp4", camera_env.frames, fps=20)
+                result = run_episode(filmed, actor, deterministic=True, seed=seed_i)
+                films[name] = (camera_env.frames, result.success)
             else:
-                successes += run_episode(plain, actor, deterministic=True, seed=seed_i).success
+                result = run_episode(plain, actor, deterministic=True, seed=seed_i)
+            successes += result.success
         rates[name] = successes / episodes
     filmed.close()
     plain.close()
+    write_side_by_side(out / VIDEO, [(name, *films[name]) for name in ("base", "adapted")])
     return rates, weight
+
+
+def write_side_by_side(path: Path, films: list[tuple[str, list, bool]]) -> None:
+    """One MP4 of several episodes side by side, each labelled with its name and outcome; an
+    episode that ended earlier holds its last frame."""
+    import imageio.v2 as imageio
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    length = max(len(frames) for _, frames, _ in films)
+    gap = np.full((films[0][1][0].shape[0], 4, 3), 255, dtype=np.uint8)
+    with imageio.get_writer(path, fps=20, macro_block_size=1) as writer:
+        for tick in range(length):
+            panels = []
+            for name, frames, success in films:
+                image = Image.fromarray(frames[min(tick, len(frames) - 1)])
+                label = (
+                    name
+                    if tick < len(frames) - 1
+                    else f"{name}: {'success' if success else 'failure'}"
+                )
+                ImageDraw.Draw(image).text((6, 4), label, fill=(255, 255, 255))
+                panels += [np.asarray(image), gap]
+            writer.append_data(np.concatenate(panels[:-1], axis=1))
 
 
 def write_plots(out: Path, eval_success: dict[str, float], online: list[dict[str, Any]]) -> None:
@@ -370,14 +406,17 @@ def write_report(
     last = online[-max(1, len(online) // 4) :]
     rows = "\n".join(f"| {w} | {rate:.0%} |" for w, rate in eval_success.items())
     timing = "\n".join(f"| {name} | {value / 60:.1f} min |" for name, value in seconds.items())
-    command = f"cfgrl-ros demo{' --quick' if args.quick else ''} --seed {args.seed}"
+    command = (
+        f"cfgrl-ros demo{' --quick' if args.quick else ''} --task {args.task} --seed {args.seed}"
+    )
     text = f"""# cfgrl_ros demo report
 
 Run on {datetime.now().strftime("%Y-%m-%d %H:%M")} with `{command}`; output in `{out}`.
 
 ## 1. Demonstrations
-{plan.demos} Lift episodes of the scripted expert with noise {EXPERT_NOISE}, recorded to the
-rosbag `demos/`: **{demo_success:.0%}** of them succeed.
+{plan.demos} {args.task} episodes of the scripted expert with noise
+{EXPERT_NOISE[args.task]}, recorded to the rosbag `demos/`: **{demo_success:.0%}** of them
+succeed.
 
 ## 2-3. CFGRL policy from the bag, at several guidance weights
 `policy.pt` trained for {plan.pretrain_steps} steps (value function {plan.value_steps} steps,
@@ -405,7 +444,7 @@ agent and replay buffer checkpoints: `dsrl/`.
 {plan.final_episodes} episodes each on the same initial states, at w = {final_weight},
 noise actor deterministic: base policy (w0 ~ N(0, I)) **{final["base"]:.0%}**, zero noise
 (w0 = 0, no learning) **{final["zero noise"]:.0%}**, adapted **{final["adapted"]:.0%}**.
-Videos: `episode_base.mp4`, `episode_adapted.mp4`.
+Video: `{VIDEO}`, the first of those initial states, base policy (left) and adapted (right).
 
 ## Time
 
@@ -450,11 +489,11 @@ def run(args: argparse.Namespace) -> int:
             text = _cfgrl_ros(
                 "collect",
                 "--task",
-                TASK,
+                args.task,
                 "--episodes",
                 str(plan.demos),
                 "--noise",
-                str(EXPERT_NOISE),
+                str(EXPERT_NOISE[args.task]),
                 "--seed",
                 str(args.seed),
                 "--out",
@@ -499,7 +538,7 @@ def run(args: argparse.Namespace) -> int:
                 "--policy",
                 str(policy),
                 "--task",
-                TASK,
+                args.task,
                 "--episodes",
                 str(plan.eval_episodes),
                 "--w",
@@ -516,11 +555,13 @@ def run(args: argparse.Namespace) -> int:
         _step(4, f"online DSRL over ROS 2 for {plan.online_episodes} episodes")
         logged = _online_log(out)
         ran = len(logged) < plan.online_episodes
-        online = run_online(out, policy, plan, args.seed, args.guidance_weight, logged)
+        online = run_online(out, args.task, policy, plan, args.seed, args.guidance_weight, logged)
         lap("online DSRL (ROS 2 graph)", ran)
 
         _step(5, "adapted vs base policy, and videos")
-        final, final_weight = evaluate_adapted(out, policy, plan.final_episodes, args.seed)
+        final, final_weight = evaluate_adapted(
+            out, args.task, policy, plan.final_episodes, args.seed
+        )
         lap("final evaluation and videos")
 
         _step(6, "writing the report")

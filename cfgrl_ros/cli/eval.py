@@ -11,7 +11,7 @@ import json
 import sys
 
 from cfgrl_ros.cli.arguments import integer_at_least
-from cfgrl_ros.sim.env import TASKS
+from cfgrl_ros.sim.tasks import TASKS
 
 
 def _weights(text: str) -> list[float]:

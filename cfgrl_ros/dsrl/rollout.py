@@ -6,6 +6,7 @@ execute, record the transition, train `utd` updates once the prefill is done.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,13 +17,15 @@ from cfgrl_ros.dsrl.noise_space import NoiseSpaceEnv
 
 @dataclass
 class EpisodeResult:
-    """What one episode did; `metrics` are the mean training metrics over its decisions."""
+    """What one episode did; `metrics` are the mean training metrics over its decisions,
+    `learner_seconds` the wall-clock time its updates took."""
 
     success: bool
     total_reward: float
     decisions: int
     ticks: int
     metrics: dict[str, float] = field(default_factory=dict)
+    learner_seconds: float = 0.0
 
 
 class ZeroNoise:
@@ -62,7 +65,7 @@ def run_episode(
             f"w={env.guidance_weight}; set both with set_guidance_weight / env.guidance_weight"
         )
     features, _ = env.reset(seed=seed)
-    total_reward, decisions, ticks, success = 0.0, 0, 0, False
+    total_reward, decisions, ticks, success, learner_seconds = 0.0, 0, 0, False, 0.0
     metric_series: dict[str, list[float]] = {}
     done = False
     while not done:
@@ -77,8 +80,10 @@ def run_episode(
                 features, noise, info["chunk"], reward, next_features, terminated, truncated
             )
             if agent.learning_started and agent.config.utd > 0:
+                began = time.perf_counter()
                 for name, value in agent.train(agent.config.utd).items():
                     metric_series.setdefault(name, []).append(value)
+                learner_seconds += time.perf_counter() - began
         total_reward += reward
         decisions += 1
         ticks += info["ticks"]
@@ -86,4 +91,4 @@ def run_episode(
         features = next_features
         done = terminated or truncated
     metrics = {name: float(np.mean(values)) for name, values in metric_series.items()}
-    return EpisodeResult(success, total_reward, decisions, ticks, metrics)
+    return EpisodeResult(success, total_reward, decisions, ticks, metrics, learner_seconds)

@@ -31,7 +31,8 @@ from cfgrl_ros.nodes.arm_interface import pose_message
 from cfgrl_ros.nodes.node_support import declare, run_node
 from cfgrl_ros.nodes.realsense_camera_node import image_message
 from cfgrl_ros.sim.commanded_arm import ArmState, CommandedArm
-from cfgrl_ros.sim.env import CAMERAS, CONTROL_RATE, TASKS, FrankaSimEnv
+from cfgrl_ros.sim.env import CAMERAS, CONTROL_RATE, FrankaSimEnv
+from cfgrl_ros.sim.tasks import TASKS
 
 RCLError = rclpy_implementation.RCLError
 MODES = ("realtime", "lockstep")

@@ -304,6 +304,13 @@ class PolicyNode(Node):
         )
         self.base_frame = declare(self, "base_frame", "panda_link0", "frame_id of commanded poses")
         self.seed = declare(self, "seed", 0, "seed of the fallback noise")
+        self.task = declare(
+            self,
+            "task",
+            "",
+            "the simulated task the graph runs (the launch argument task:= sets it); a policy "
+            "trained on another task is refused. Empty: not checked (a real arm)",
+        )
         require_positive(
             {
                 "control_rate": control_rate,
@@ -339,6 +346,11 @@ class PolicyNode(Node):
             raise ValueError(
                 f"{checkpoint} is goal-conditioned; the policy node runs policies trained with "
                 "condition 'optimality' (CFGRL) or 'none'"
+            )
+        if self.task and config.task and config.task != self.task:
+            raise ValueError(
+                f"{checkpoint} was trained on {config.task} demonstrations, the simulator runs "
+                f"{self.task}: launch with task:={config.task} (or train a {self.task} policy)"
             )
         if config.image_keys and not self.use_camera:
             raise ValueError(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -40,36 +39,8 @@ from cfgrl_ros.arm.command_adapter import (
     quat_to_rotvec,
 )
 from cfgrl_ros.observation import OBSERVATION_FIELDS
+from cfgrl_ros.sim.tasks import task_adapter_config, task_spec
 
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a task is made of in robosuite, and its defaults."""
-
-    robosuite_env: str
-    object_body: str  # the MuJoCo body whose pose is published as /object_pose
-    horizon: int  # control steps before truncation
-    workspace_low: tuple[float, float, float]  # adapter workspace box, robot base frame
-    workspace_high: tuple[float, float, float]
-
-
-# The robot base is at the table's edge; the table (or bin floor) is 0.112 m below the base.
-TASKS: dict[str, TaskSpec] = {
-    "lift": TaskSpec(
-        robosuite_env="Lift",
-        object_body="cube_main",
-        horizon=100,
-        workspace_low=AdapterConfig.workspace_low,  # the adapter's defaults are lift's
-        workspace_high=AdapterConfig.workspace_high,
-    ),
-    "pick_place_can": TaskSpec(
-        robosuite_env="PickPlaceCan",
-        object_body="Can_main",
-        horizon=250,
-        workspace_low=(0.25, -0.40, -0.105),
-        workspace_high=(0.85, 0.65, 0.35),
-    ),
-}
 # Camera option -> (robosuite camera, observation key).
 CAMERAS: dict[str, tuple[str, str]] = {
     "agentview": ("agentview", "image"),
@@ -82,21 +53,6 @@ _GRIPPER_DEADBAND = 0.002  # m: finger opening error below which the gripper hol
 _OSC_STIFFNESS = 300.0
 _IRRELEVANT_NOTICES = ("macro", "robosuite_models", "mink-based")
 _GOAL_MARGIN = 0.045  # m: how far inside its bin quadrant pick_place_can aims (can radius 2.5 cm)
-
-
-def task_adapter_config(task: str, **overrides: Any) -> AdapterConfig:
-    """The adapter configuration for a task: its workspace box, the default step sizes."""
-    spec = task_spec(task)
-    settings = {"workspace_low": spec.workspace_low, "workspace_high": spec.workspace_high}
-    settings.update(overrides)
-    return AdapterConfig(**settings)
-
-
-def task_spec(task: str) -> TaskSpec:
-    """The TaskSpec of `task`; ValueError listing the known tasks otherwise."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
-    return TASKS[task]
 
 
 def _quiet_robosuite() -> None:

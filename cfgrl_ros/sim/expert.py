@@ -20,7 +20,7 @@ from cfgrl_ros.arm.command_adapter import (
     relative_rotvec,
     rotvec_to_quat,
 )
-from cfgrl_ros.sim.env import task_adapter_config, task_spec
+from cfgrl_ros.sim.tasks import task_adapter_config, task_spec
 
 GRASP_OFFSET_STD = 0.05  # m per unit of noise, per horizontal axis, drawn once per episode
 FLIP_PROBABILITY = 0.1  # per step per unit of noise

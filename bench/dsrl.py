@@ -1,15 +1,16 @@
-"""DSRL on Lift: online success per episode of the base policy, DSRL-SAC and DSRL-NA.
+"""DSRL benchmark: online success per episode of the base policy, DSRL-SAC and DSRL-NA.
 
-    nice python bench/dsrl_lift.py --out runs/dsrl_lift --seeds 0 1 2 --episodes 100
+    nice python bench/dsrl.py --policy runs/ppc40/policy.pt --out runs/dsrl_ppc --seeds 0 1 2
 
-1. A weak pretrained policy: the noisy scripted expert records --demos Lift episodes (reset
-   seeds 0, 1, ...; noise --noise), and a flow policy is trained on them (--method, default
-   flow BC, --policy-steps steps). Kept in OUT/policy.pt; pass --policy to use another one.
-2. The base policy (w0 ~ N(0, I)) is rolled out for --base-episodes episodes: its success rate
-   is the reference every curve starts from.
+1. The frozen policy: --policy, or else a weak one trained here: the noisy scripted expert
+   records --demos episodes of --task (reset seeds 0, 1, ...; noise --noise), and a flow policy
+   is trained on them (--method, default flow BC, --policy-steps steps; kept in OUT/policy.pt).
+2. The base policy (w0 ~ N(0, I)) and zero noise (w0 = 0) are rolled out for --base-episodes
+   episodes each: the references every curve starts from.
 3. `cfgrl-ros adapt` runs once per algorithm and seed (OUT/<algo>_seed<s>, resumable; --jobs
    at a time), each in its own process with one torch thread; its summary gives the success of
-   every training episode, the final deterministic evaluation and the training wall-clock time.
+   every training episode, the final deterministic evaluation, the training wall-clock time and
+   the learner's share of it.
 Prints a markdown table and writes OUT/results.json and OUT/curves.png (rolling means).
 """
 
@@ -26,20 +27,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cfgrl_ros.evaluation import policy_task
+from cfgrl_ros.policy.flow_policy import FlowPolicy
+from cfgrl_ros.sim.tasks import TASKS
+
 ROLLING_WINDOW = 10
+CONTROL_HZ = 20  # the arm's control rate: an episode's duration on a real arm
 BASE_SEED = 500_000  # base-policy episodes reset from seeds no adapt run uses
 
 
 def train_weak_policy(args: argparse.Namespace, path: Path) -> None:
     """Noisy-expert demonstrations -> a flow policy (the frozen policy DSRL will steer)."""
+    from cfgrl_ros.policy.flow_policy import PolicyConfig
     from cfgrl_ros.policy.training import TrainConfig, train_policy
     from cfgrl_ros.sim.env import FrankaSimEnv
     from cfgrl_ros.sim.expert import ScriptedExpert
     from cfgrl_ros.sim.rollout import expert_episodes
 
-    env = FrankaSimEnv("lift")
+    env = FrankaSimEnv(args.task)
     try:
-        demos = list(expert_episodes(env, ScriptedExpert("lift", args.noise, seed=0), args.demos))
+        expert = ScriptedExpert(args.task, args.noise, seed=0)
+        demos = list(expert_episodes(env, expert, args.demos))
     finally:
         env.close()
     print(
@@ -54,12 +62,13 @@ def train_weak_policy(args: argparse.Namespace, path: Path) -> None:
         value_steps=args.policy_steps // 2,
         device="cpu",
         seed=0,
+        policy=PolicyConfig(task=args.task),
     )
     train_policy(demos, config, checkpoint_path=path)
 
 
 def base_successes(
-    args: argparse.Namespace, policy_path: Path, noise: str = "sampled"
+    args: argparse.Namespace, policy_path: Path, task: str, noise: str = "sampled"
 ) -> list[bool]:
     """Success of --base-episodes episodes of the frozen policy without a learner (cached in
     OUT/base_<noise>.json). noise "sampled": the base policy, w0 ~ N(0, I); "zero": w0 = 0 at
@@ -80,7 +89,7 @@ def base_successes(
             return cached["successes"]
     policy = FlowPolicy.load(policy_path, device="cpu")
     config = DsrlConfig(exec_horizon=args.exec_horizon)  # executed as the adapted runs are
-    env = make_noise_env(make_env(policy, "lift"), policy, args.w, config)
+    env = make_noise_env(make_env(policy, task), policy, args.w, config)
     actor = ZeroNoise(policy.noise_shape, args.w) if noise == "zero" else None
     began = time.monotonic()
     successes = [
@@ -112,7 +121,7 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: 
         "--policy",
         str(policy_path),
         "--task",
-        "lift",
+        args.task,
         "--algo",
         algo,
         "--episodes",
@@ -199,7 +208,7 @@ def first_episode_at(curve: list[int], level: float = 0.9) -> int | None:
     return None
 
 
-def plot(results: dict, base_rate: float, zero_rate: float, path: Path) -> None:
+def plot(results: dict, base_rate: float, zero_rate: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +229,7 @@ def plot(results: dict, base_rate: float, zero_rate: float, path: Path) -> None:
     axis.set_ylabel(f"success (rolling mean of {ROLLING_WINDOW})")
     axis.set_ylim(-0.05, 1.05)
     axis.legend(loc="lower right")
-    axis.set_title("DSRL on Lift")
+    axis.set_title(f"DSRL on {title}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -228,8 +237,13 @@ def plot(results: dict, base_rate: float, zero_rate: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/dsrl_lift"))
+    parser.add_argument("--out", type=Path, default=Path("runs/dsrl"))
     parser.add_argument("--policy", type=Path, help="pretrained policy (default: train one)")
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="simulated task (default: the policy's; lift when the benchmark trains its own)",
+    )
     parser.add_argument("--demos", type=int, default=20, help="noisy-expert demonstrations")
     parser.add_argument("--noise", type=float, default=0.5, help="expert noise of the demos")
     parser.add_argument("--method", default="bc", choices=["bc", "cfgrl", "awr"])
@@ -263,16 +277,19 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     policy_path = args.policy or args.out / "policy.pt"
-    if not policy_path.is_file():
+    if policy_path.is_file():
+        args.task = policy_task(FlowPolicy.load(policy_path, device="cpu"), args.task)
+    else:
+        args.task = args.task or "lift"
         began = time.monotonic()
         train_weak_policy(args, policy_path)
         print(f"policy trained in {time.monotonic() - began:.0f} s", flush=True)
     if args.stop_after == "policy":
         return
-    base = base_successes(args, policy_path)
+    base = base_successes(args, policy_path, args.task)
     base_rate = float(np.mean(base))
     print(f"base policy: {base_rate:.0%} success over {len(base)} episodes", flush=True)
-    zero = base_successes(args, policy_path, noise="zero")
+    zero = base_successes(args, policy_path, args.task, noise="zero")
     print(f"zero noise: {np.mean(zero):.0%} success over {len(zero)} episodes", flush=True)
     if args.stop_after == "base":
         return
@@ -285,17 +302,22 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({"base_success": base, "zero_noise_success": zero, "runs": results}, indent=1)
     )
-    plot(results, base_rate, float(np.mean(zero)), args.out / "curves.png")
+    title = TASKS[args.task].robosuite_env
+    plot(results, base_rate, float(np.mean(zero)), args.out / "curves.png", title)
 
     quarter = args.episodes // 4
     print(
         f"\n| algo | seed | success ep 1-{quarter} | {quarter + 1}-{2 * quarter} | "
         f"{2 * quarter + 1}-{3 * quarter} | {3 * quarter + 1}-{args.episodes} | "
-        f"first ep at {ROLLING_WINDOW}-ep rolling >= 90% | final eval | train time |"
+        f"first ep at {ROLLING_WINDOW}-ep rolling >= 90% | final eval | train time | "
+        "learner s per episode | episode at 20 Hz |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| base policy | - | {base_rate:.0%} | | | | - | - | ({len(base)} episodes) |")
-    print(f"| zero noise | - | {np.mean(zero):.0%} | | | | - | - | ({len(zero)} episodes) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, successes in (("base policy", base), ("zero noise", zero)):
+        print(
+            f"| {name} | - | {np.mean(successes):.0%} | | | | - | - | "
+            f"({len(successes)} episodes) | | |"
+        )
     for algo, runs in results.items():
         for seed, run in zip(args.seeds, runs, strict=True):
             curve = run["success_curve"]
@@ -305,7 +327,9 @@ def main() -> None:
                 f"| {algo} | {seed} | "
                 + " | ".join(f"{part:.0%}" for part in parts)
                 + f" | {reached or 'not reached'} | {run['final_success']:.0%} | "
-                f"{run['train_seconds'] / 60:.0f} min |"
+                f"{run['train_seconds'] / 60:.0f} min | "
+                f"{run['learner_seconds'] / len(curve):.1f} s | "
+                f"{np.mean(run['episode_ticks']) / CONTROL_HZ:.1f} s |"
             )
 
 
