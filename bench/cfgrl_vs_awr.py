@@ -69,6 +69,18 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per setting")
     parser.add_argument("--w", type=_floats, default=[0.0, 1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--awr-beta", type=_floats, default=[1.0, 3.0, 10.0])
+    parser.add_argument(
+        "--advantage",
+        default="mc",
+        choices=["mc", "iql"],
+        help="how A(s, a) is estimated for the labels and weights: Monte-Carlo returns or IQL",
+    )
+    parser.add_argument(
+        "--discount", type=float, default=0.99, help="discount per control tick of the values"
+    )
+    parser.add_argument(
+        "--exec-horizon", type=int, default=4, help="actions of each chunk executed per decision"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--out", type=Path, default=Path("runs/cfgrl_vs_awr"))
     args = parser.parse_args()
@@ -83,12 +95,20 @@ def main() -> None:
     print(f"{len(episodes)} demos from {bag}, {data_success:.0%} successful", flush=True)
 
     base = TrainConfig(
-        advantage="mc", steps=args.steps, value_steps=args.value_steps, seed=args.seed, device="cpu"
+        advantage=args.advantage,
+        discount=args.discount,
+        steps=args.steps,
+        value_steps=args.value_steps,
+        seed=args.seed,
+        device="cpu",
     )
     rows: list[tuple[str, str, float, dict]] = []
 
     cfgrl = train_policy(episodes, dataclasses.replace(base, method="cfgrl"), args.out / "cfgrl.pt")
-    result = evaluate(cfgrl.policy, args.task, args.episodes, args.w, seed=EVAL_SEED)
+    optimal = cfgrl.info["optimal_fraction"]
+    print(f"CFGRL labels: {optimal:.0%} of the samples optimal", flush=True)
+    common = {"seed": EVAL_SEED, "exec_horizon": args.exec_horizon}
+    result = evaluate(cfgrl.policy, args.task, args.episodes, args.w, **common)
     for w, rate in result.success.items():
         rows.append(("CFGRL", f"w = {weight_key(w)}", rate, cfgrl.info))
         print(f"CFGRL w={weight_key(w)}: {rate:.0%}", flush=True)
@@ -96,14 +116,16 @@ def main() -> None:
     for beta in args.awr_beta:
         config = dataclasses.replace(base, method="awr", awr_temperature=beta)
         awr = train_policy(episodes, config, args.out / f"awr_beta{beta:g}.pt")
-        rate = evaluate(awr.policy, args.task, args.episodes, [0.0], seed=EVAL_SEED).success[0.0]
+        rate = evaluate(awr.policy, args.task, args.episodes, [0.0], **common).success[0.0]
         rows.append(("AWR", f"beta = {beta:g}", rate, awr.info))
         print(f"AWR beta={beta:g}: {rate:.0%}", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
     print(
         f"\n{args.task}, demos: {len(episodes)} at expert noise {args.noise:g} ({data_success:.0%} "
-        f"successful); {args.value_steps} value + {args.steps} policy steps; "
+        f"successful); {args.advantage} advantages, discount {args.discount:g}; "
+        f"{args.value_steps} value + {args.steps} policy steps; {args.exec_horizon} actions per "
+        "decision; "
         f"{args.episodes} evaluation episodes per row; {minutes:.0f} min in all\n"
     )
     print("| method | setting | success |")
@@ -117,6 +139,9 @@ def main() -> None:
         "demo_success": data_success,
         "steps": args.steps,
         "value_steps": args.value_steps,
+        "advantage": args.advantage,
+        "discount": args.discount,
+        "exec_horizon": args.exec_horizon,
         "episodes": args.episodes,
         "results": [
             {"method": m, "setting": s, "success": r, "info": info} for m, s, r, info in rows

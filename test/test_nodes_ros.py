@@ -42,8 +42,9 @@ def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("policy") / "policy.pt")
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    """A tiny CFGRL flow policy trained in seconds on synthetic episodes, saved at `path`."""
+def tiny_checkpoint(path: Path, task: str = "lift") -> Path:
+    """A tiny CFGRL flow policy of `task` trained in seconds on synthetic episodes, saved at
+    `path`."""
     rng = np.random.default_rng(0)
     episodes = []
     for index in range(4):
@@ -67,7 +68,7 @@ def tiny_checkpoint(path: Path) -> Path:
         time_embedding_dim=8,
         hidden_dims=(32, 32),
         flow_steps=4,
-        task="lift",
+        task=task,
     )
     config = TrainConfig(
         policy=policy,
@@ -279,6 +280,46 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
         else:
             node = section.removeprefix("/**/")
             assert names <= declared[node], f"{node} does not declare {names - declared[node]}"
+
+
+def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
+    """task:=pick_place_can reaches the simulator, and an episode the policy does not finish
+    ends after the task's 250 ticks: ceil(250 / 8) = 32 decisions."""
+    checkpoint = tiny_checkpoint(tmp_path / "can_policy.pt", task="pick_place_can")
+    recorder = Recorder(ros_probe)
+    recorder.policy = FlowPolicy.load(checkpoint, "cpu")
+    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    actor = settings["/**/noise_actor_node"]["ros__parameters"]
+    actor["agent"].update(SMALL_AGENT)
+    actor["run_dir"] = str(tmp_path / "run")
+    settings["/**/reward_reset_node"]["ros__parameters"]["episodes"] = 1
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    log_path = tmp_path / "launch.log"
+    with log_path.open("w") as log:
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cfgrl_ros.cli.main",
+                "launch",
+                "dsrl_franka",
+                f"policy:={checkpoint}",
+                "task:=pick_place_can",
+                f"config:={config}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    log = log_path.read_text()
+    assert "simulating pick_place_can in lockstep mode" in log, log
+    end = recorder.ends[0]
+    assert end.decisions == 32 or end.success, log
 
 
 def _end_episode_after_two_decisions(recorder: Recorder, mark_failure, since_ns: int) -> None:
