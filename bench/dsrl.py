@@ -1,6 +1,6 @@
 """DSRL benchmark: online success per episode of the base policy, DSRL-SAC and DSRL-NA.
 
-    nice python bench/dsrl.py --policy runs/ppc40/policy.pt --out runs/dsrl_ppc --seeds 0 1 2
+    nice python bench/dsrl.py --policy runs/demo/policy.pt --out runs/dsrl --seeds 0 1 2
 
 1. The frozen policy: --policy, or else a weak one trained here: the noisy scripted expert
    records --demos episodes of --task (reset seeds 0, 1, ...; noise --noise), and a flow policy
@@ -29,10 +29,10 @@ import torch
 
 from cfgrl_ros.evaluation import policy_task
 from cfgrl_ros.policy.flow_policy import FlowPolicy
+from cfgrl_ros.sim.env import CONTROL_RATE
 from cfgrl_ros.sim.tasks import TASKS
 
 ROLLING_WINDOW = 10
-CONTROL_HZ = 20  # the arm's control rate: an episode's duration on a real arm
 BASE_SEED = 500_000  # base-policy episodes reset from seeds no adapt run uses
 
 
@@ -76,7 +76,6 @@ def base_successes(
     noise actor has to beat)."""
     from cfgrl_ros.dsrl import DsrlConfig, ZeroNoise, make_noise_env, run_episode
     from cfgrl_ros.evaluation import make_env
-    from cfgrl_ros.policy.flow_policy import FlowPolicy
 
     cache = args.out / f"base_{noise}.json"
     if cache.is_file():
@@ -154,6 +153,20 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: 
     if algo == "dsrl_na":  # DSRL-SAC is stock SAC: no prior
         command += ["--noise-prior-weight", str(args.noise_prior_weight)]
     return command
+
+
+def learner_time(run: dict) -> str:
+    """The learner's mean seconds per episode ("n/a" for runs from before it was recorded)."""
+    if len(run.get("episode_ticks", [])) != run["episodes"]:
+        return "n/a"
+    return f"{run['learner_seconds'] / run['episodes']:.1f} s"
+
+
+def episode_time(run: dict) -> str:
+    """The mean episode's duration on an arm at the control rate."""
+    if len(run.get("episode_ticks", [])) != run["episodes"]:
+        return "n/a"
+    return f"{np.mean(run['episode_ticks']) / CONTROL_RATE:.1f} s"
 
 
 def summary_path(args: argparse.Namespace, algo: str, seed: int) -> Path:
@@ -328,8 +341,7 @@ def main() -> None:
                 + " | ".join(f"{part:.0%}" for part in parts)
                 + f" | {reached or 'not reached'} | {run['final_success']:.0%} | "
                 f"{run['train_seconds'] / 60:.0f} min | "
-                f"{run['learner_seconds'] / len(curve):.1f} s | "
-                f"{np.mean(run['episode_ticks']) / CONTROL_HZ:.1f} s |"
+                f"{learner_time(run)} | {episode_time(run)} |"
             )
 
 

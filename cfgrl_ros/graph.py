@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cfgrl_ros.paths import config_path
 from cfgrl_ros.sim.tasks import TASKS
 
@@ -115,8 +117,6 @@ class NodeDescription:
 
     def override_yaml(self) -> str:
         """The parameter file holding `parameters` for this node only."""
-        import yaml  # local: `import cfgrl_ros.graph` stays free of third-party imports
-
         return yaml.safe_dump({self.fully_qualified_name: {"ros__parameters": self.parameters}})
 
     def ros_arguments(self, override_file: Path) -> list[str]:
@@ -159,20 +159,19 @@ def _file(values: Mapping[str, str], name: str, default: str) -> Path:
     return path
 
 
-def _file_parameter(files: tuple[Path, ...], node: str, name: str) -> Any:
-    """The value `node` gets for `name` from the parameter files (its section over ``/**``, a
-    later file over an earlier one, as ROS applies them); KeyError when none sets it."""
-    import yaml  # local: `import cfgrl_ros.graph` stays free of third-party imports
-
-    value, found = None, False
-    for path in files:
-        sections = yaml.safe_load(path.read_text()) or {}
-        for key in ("/**", f"/**/{node}"):
-            parameters = sections.get(key, {}).get("ros__parameters", {})
-            if name in parameters:
-                value, found = parameters[name], True
-    if not found:
-        raise KeyError(f"no parameter file sets {name} for {node}: {[str(f) for f in files]}")
+def _node_parameter(files: tuple[Path, ...], namespace: str, node: str, name: str) -> Any:
+    """The value the parameter files give `node` for `name`, as ROS applies them: every file's
+    ``/**`` section first, then the sections naming the node (``/**/node``, ``/node``,
+    ``/namespace/node``), a later file over an earlier one. None when no file sets it."""
+    sections = [yaml.safe_load(path.read_text()) or {} for path in files]
+    own_keys = {f"/**/{node}", f"/{node}", f"{namespace}/{node}", node}
+    value = None
+    for keys in ({"/**"}, own_keys):
+        for file_sections in sections:
+            for key, section in file_sections.items():
+                parameters = (section or {}).get("ros__parameters") or {}
+                if key in keys and name in parameters:
+                    value = parameters[name]
     return value
 
 
@@ -232,8 +231,21 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
             workspace_low=list(spec.workspace_low),
             workspace_high=list(spec.workspace_high),
         )
-        exec_horizon = int(_file_parameter(parameter_files, "reward_reset_node", "exec_horizon"))
-        episode_parameters["max_decisions"] = -(-spec.horizon // exec_horizon)  # ceiling
+        # The task's horizon in decisions, unless the files choose an episode length.
+        if (
+            _node_parameter(parameter_files, namespace, "reward_reset_node", "max_decisions")
+            is None
+        ):
+            exec_horizon = _node_parameter(
+                parameter_files, namespace, "policy_node", "exec_horizon"
+            )
+            if not isinstance(exec_horizon, int) or exec_horizon < 1:
+                raise ValueError(
+                    f"the parameter files {[str(f) for f in parameter_files]} give policy_node "
+                    f"no exec_horizon >= 1 (found {exec_horizon!r}): set it in their /** section "
+                    "to run a task's episodes"
+                )
+            episode_parameters["max_decisions"] = -(-spec.horizon // exec_horizon)  # ceiling
     actor: dict[str, Any] = dict(shared)
     run_dir = values["run_dir"].strip()
     if run_dir:

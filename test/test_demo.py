@@ -60,6 +60,18 @@ def test_side_by_side_video_holds_the_longer_episode_and_both_panels(tmp_path):
     assert abs(float(frames[-1][20:, :32].mean()) - 40) < 8
 
 
+def test_resuming_a_demo_of_another_task_is_refused_before_any_step(tmp_path, capsys, monkeypatch):
+    for name, value in (("ROS_DOMAIN_ID", "150"), ("ROS_LOG_DIR", str(tmp_path / "logs"))):
+        monkeypatch.setenv(name, value)
+    (tmp_path / "demos.json").write_text('{"output": "success rate 40% (40/100)"}')  # lift's
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert demo.run(parser.parse_args(["--out", str(tmp_path)])) == 1
+    error = capsys.readouterr().err
+    assert "holds a lift demo: resume it with --task lift" in error
+    assert not (tmp_path / "policy.pt").exists()
+
+
 def test_bench_lists_the_benchmark_scripts():
     result = subprocess.run(
         [sys.executable, "-m", "cfgrl_ros.cli.main", "bench"],

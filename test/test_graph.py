@@ -73,20 +73,37 @@ def test_task_argument_sets_the_simulator_the_box_and_the_episode_length(checkpo
     assert by_name["policy_node"].parameters["task"] == "pick_place_can"
     assert by_name["policy_node"].parameters["workspace_high"] == list(spec.workspace_high)
     assert by_name["reward_reset_node"].parameters["max_decisions"] == 32  # ceil(250 / 8)
-    # The episode length follows the exec_horizon of the files given, the node's section last.
+    # The episode length follows the policy node's exec_horizon in the files given.
     config = tmp_path / "mine.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "/**": {"ros__parameters": {"exec_horizon": 8}},
-                "/**/reward_reset_node": {"ros__parameters": {"exec_horizon": 5}},
+                "/**/policy_node": {"ros__parameters": {"exec_horizon": 5}},
+                "/**/reward_reset_node": {"ros__parameters": {"exec_horizon": 4}},
             }
         )
     )
-    nodes = describe_graph(
-        {"policy": str(checkpoint), "task": "pick_place_can", "config": str(config)}
-    )
+    arguments = {"policy": str(checkpoint), "task": "pick_place_can"}
+    nodes = describe_graph({**arguments, "config": str(config)})
     assert nodes[-1].parameters["max_decisions"] == 50
+    # ...unless the files choose an episode length themselves,
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {"ros__parameters": {"exec_horizon": 8}},
+                "/**/reward_reset_node": {"ros__parameters": {"max_decisions": 0}},
+            }
+        )
+    )
+    nodes = describe_graph({**arguments, "config": str(chosen)})
+    assert "max_decisions" not in nodes[-1].parameters
+    # and files that give no exec_horizon are named.
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"device": "cpu"}}}))
+    with pytest.raises(ValueError, match="no exec_horizon >= 1"):
+        describe_graph({**arguments, "config": str(empty)})
     # A real arm's box and episode length come from its parameter files, not from a task.
     nodes = describe_graph({"policy": str(checkpoint), "sim": "false", "task": "pick_place_can"})
     assert all("task" not in node.parameters for node in nodes)
@@ -121,6 +138,28 @@ def test_real_arm_graph_starts_no_simulator_and_loads_the_arm_config(checkpoint)
             config_path("dsrl_franka.yaml"),
             config_path("franka_real.yaml"),
         )
+
+
+def test_node_parameter_applies_the_files_as_ros_does(tmp_path):
+    """Every file's /** first, then the node's own sections (/**/node, /node, /ns/node), a
+    later file over an earlier one: a later file's /** does not beat an earlier node section."""
+    from cfgrl_ros.graph import _node_parameter
+
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({"/**/policy_node": {"ros__parameters": {"exec_horizon": 5}}}))
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"exec_horizon": 8}}}))
+    named = tmp_path / "named.yaml"
+    named.write_text(
+        yaml.safe_dump(
+            {"/arm1/policy_node": {"ros__parameters": {"exec_horizon": 2}}, "/**/other": None}
+        )
+    )
+    assert _node_parameter((own, shared), "", "policy_node", "exec_horizon") == 5
+    assert _node_parameter((shared, own), "", "policy_node", "exec_horizon") == 5
+    assert _node_parameter((shared, own, named), "/arm1", "policy_node", "exec_horizon") == 2
+    assert _node_parameter((shared, own, named), "", "policy_node", "exec_horizon") == 5
+    assert _node_parameter((shared,), "", "policy_node", "max_decisions") is None
 
 
 @pytest.mark.parametrize(

@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         "final_success": final_success,
         "eval_episodes": args.eval_episodes,
         "train_seconds": round(progress.train_seconds, 1),
-        "learner_seconds": round(progress.learner_seconds, 1),
+        "learner_seconds": round(progress.learner_seconds, 3),
         "episode_ticks": progress.episode_ticks,
         "wall_seconds": round(time.monotonic() - start, 1),
         "config": agent.config.to_dict(),

@@ -60,7 +60,9 @@ class DemoPlan:
     eval_episodes: int
     guidance_weights: tuple[float, ...]
     online_episodes: int
-    prefill_decisions: int  # bounded random noise before the learner acts (~10 / ~3 episodes)
+    # Base-policy decisions before the learner acts: about 4 / 1 pick_place_can episodes
+    # (up to 32 decisions each), 10 / 3 of Lift (13 each).
+    prefill_decisions: int
     final_episodes: int
 
 
@@ -500,8 +502,15 @@ def run(args: argparse.Namespace) -> int:
                 str(bag),
                 capture=True,
             )
-            summary.write_text(json.dumps({"output": text}))
-        demo_success = _success_rate_from(json.loads(summary.read_text())["output"])
+            summary.write_text(json.dumps({"task": args.task, "output": text}))
+        recorded = json.loads(summary.read_text())
+        recorded_task = recorded.get("task", "lift")  # demos before the task was recorded
+        if recorded_task != args.task:
+            raise ValueError(
+                f"{out} holds a {recorded_task} demo: resume it with --task {recorded_task}, "
+                f"or use another --out for {args.task}"
+            )
+        demo_success = _success_rate_from(recorded["output"])
         lap("record demonstrations", ran)
 
         _step(2, "pretraining the CFGRL policy from the bag")
