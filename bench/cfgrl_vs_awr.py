@@ -39,7 +39,8 @@ EVAL_SEED = 10_000  # far from the demonstrations' reset seeds
 
 
 def _floats(text: str) -> list[float]:
-    return [float(part) for part in text.split(",")]
+    """Comma-separated numbers; an empty text is none (e.g. --awr-beta "" runs CFGRL alone)."""
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
 def collect(out: Path, task: str, noise: float, demos: int) -> Path:

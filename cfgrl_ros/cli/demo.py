@@ -41,7 +41,7 @@ from cfgrl_ros.paths import config_path
 
 # The scripted expert's noise per task: demonstrations of mixed quality, about a third of them
 # successful (docs/benchmarks.md, "Scripted expert success per noise level").
-EXPERT_NOISE = {"pick_place_can": 0.4, "lift": 0.45}
+EXPERT_NOISE = {"pick_place_can": 0.35, "lift": 0.45}
 VIDEO_SIZE = 256  # px: large enough to see the gripper and the object
 VIDEO = "episode_base_vs_adapted.mp4"
 # The noise actor runs the agent's defaults (the DSRL benchmark's settings, docs/benchmarks.md)
