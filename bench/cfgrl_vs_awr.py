@@ -122,8 +122,9 @@ def main() -> None:
         print(f"AWR beta={beta:g}: {rate:.0%}", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
+    source = f"from {bag}" if args.bag else f"at expert noise {args.noise:g}"
     print(
-        f"\n{args.task}, demos: {len(episodes)} at expert noise {args.noise:g} ({data_success:.0%} "
+        f"\n{args.task}, demos: {len(episodes)} {source} ({data_success:.0%} "
         f"successful); {args.advantage} advantages, discount {args.discount:g}; "
         f"{args.value_steps} value + {args.steps} policy steps; {args.exec_horizon} actions per "
         "decision; "
@@ -135,7 +136,8 @@ def main() -> None:
         print(f"| {method} | {setting} | {rate:.0%} |")
     summary = {
         "task": args.task,
-        "noise": args.noise,
+        "noise": None if args.bag else args.noise,
+        "bag": str(bag),
         "demos": len(episodes),
         "demo_success": data_success,
         "steps": args.steps,
