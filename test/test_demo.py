@@ -42,6 +42,7 @@ def test_report_and_plots_are_written(tmp_path):
     assert "cfgrl-ros demo --quick --task pick_place_can --seed 3" in text
     assert "pick_place_can episodes of the scripted expert with noise\n0.35," in text
     assert "| 1 | 50% |" in text
+    assert "same initial states, 8 actions\nper decision as in the graph" in text
     assert "**30%**" in text and "**45%**" in text and "**70%**" in text
 
 

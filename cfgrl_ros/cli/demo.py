@@ -151,6 +151,13 @@ def _isolated_ros_environment(out: Path) -> None:
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+def graph_exec_horizon() -> int:
+    """Actions per decision in the graph (config/dsrl_franka.yaml); the frozen policy is
+    evaluated as the graph will run it."""
+    parameters = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    return int(parameters["/**"]["ros__parameters"]["exec_horizon"])
+
+
 def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
     """The package's dsrl_franka.yaml with this run's folder, seed and prefill."""
     parameters = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
@@ -423,7 +430,8 @@ succeed.
 ## 2-3. CFGRL policy from the bag, at several guidance weights
 `policy.pt` trained for {plan.pretrain_steps} steps (value function {plan.value_steps} steps,
 Monte-Carlo optimality labels); curves in `policy.curves.png`. Success over
-{plan.eval_episodes} episodes per weight, same initial states:
+{plan.eval_episodes} episodes per weight, same initial states, {graph_exec_horizon()} actions
+per decision as in the graph:
 
 | w | success |
 |---|---|
@@ -552,6 +560,8 @@ def run(args: argparse.Namespace) -> int:
                 str(plan.eval_episodes),
                 "--w",
                 weights,
+                "--exec-horizon",
+                str(graph_exec_horizon()),
                 "--seed",
                 str(args.seed),
                 "--json",
