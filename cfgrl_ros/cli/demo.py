@@ -60,8 +60,8 @@ class DemoPlan:
     eval_episodes: int
     guidance_weights: tuple[float, ...]
     online_episodes: int
-    # Base-policy decisions before the learner acts: about 4 / 1 pick_place_can episodes
-    # (up to 32 decisions each), 10 / 3 of Lift (13 each).
+    # Base-policy decisions before the learner acts: about 6 / 2 pick_place_can episodes
+    # (~21 decisions each, 32 at most), 10 / 3 of Lift (13 each).
     prefill_decisions: int
     final_episodes: int
 
@@ -77,12 +77,12 @@ FULL = DemoPlan(
     final_episodes=30,
 )
 QUICK = DemoPlan(
-    demos=40,
+    demos=30,
     pretrain_steps=1500,
     value_steps=800,
     eval_episodes=10,
     guidance_weights=(0.0, 1.0, 3.0),
-    online_episodes=16,
+    online_episodes=12,
     prefill_decisions=40,
     final_episodes=10,
 )
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--online-episodes",
         type=int,
         default=None,
-        help="episodes of online DSRL over ROS 2 (default: 80, --quick: 16)",
+        help="episodes of online DSRL over ROS 2 (default: 80, --quick: 12)",
     )
     parser.add_argument(
         "--guidance-weight",
