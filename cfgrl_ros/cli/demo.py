@@ -72,7 +72,7 @@ FULL = DemoPlan(
     value_steps=4000,
     eval_episodes=30,
     guidance_weights=(0.0, 1.0, 2.0, 3.0),
-    online_episodes=80,
+    online_episodes=60,
     prefill_decisions=130,
     final_episodes=30,
 )
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--online-episodes",
         type=int,
         default=None,
-        help="episodes of online DSRL over ROS 2 (default: 80, --quick: 12)",
+        help="episodes of online DSRL over ROS 2 (default: 60, --quick: 12)",
     )
     parser.add_argument(
         "--guidance-weight",
