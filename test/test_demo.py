@@ -34,7 +34,7 @@ def test_report_and_plots_are_written(tmp_path):
         online=online,
         final={"base": 0.3, "zero noise": 0.45, "adapted": 0.7},
         final_weight=2.0,
-        seconds={"pretrain": 90.0},
+        seconds={"pretrain": 90.0, "evaluate guidance weights": 30.0},
     )
     for name in ("success_vs_guidance.png", "online_success.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
@@ -44,6 +44,7 @@ def test_report_and_plots_are_written(tmp_path):
     assert "| 1 | 50% |" in text
     assert "same initial states, 8 actions\nper decision as in the graph" in text
     assert "**30%**" in text and "**45%**" in text and "**70%**" in text
+    assert "| all steps | 2.0 min |" in text
 
 
 def test_side_by_side_video_holds_the_longer_episode_and_both_panels(tmp_path):
