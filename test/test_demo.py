@@ -62,6 +62,14 @@ def test_side_by_side_video_holds_the_longer_episode_and_both_panels(tmp_path):
     assert abs(float(frames[-1][20:, :32].mean()) - 40) < 8
 
 
+def test_the_live_weight_is_the_best_evaluated_other_than_the_start():
+    assert demo.best_other_weight({"0": 0.6, "1": 0.4, "2": 0.3}, 1.0) == 0.0
+    assert demo.best_other_weight({"0": 0.3, "1": 0.5, "2": 0.5, "3": 0.4}, 0.0) == 1.0
+    assert demo.best_other_weight({"0": 0.3, "1": 0.9, "2": 0.5}, 1.0) == 2.0
+    with pytest.raises(ValueError, match=r"no guidance weight other than 1\.0"):
+        demo.best_other_weight({"1": 0.5}, 1.0)
+
+
 def test_resuming_a_demo_of_another_task_is_refused_before_any_step(tmp_path, capsys, monkeypatch):
     for name, value in (("ROS_DOMAIN_ID", "150"), ("ROS_LOG_DIR", str(tmp_path / "logs"))):
         monkeypatch.setenv(name, value)

@@ -71,11 +71,11 @@ FULL = DemoPlan(
     demos=100,
     pretrain_steps=8000,
     value_steps=4000,
-    eval_episodes=30,
+    eval_episodes=20,
     guidance_weights=(0.0, 1.0, 2.0, 3.0),
-    online_episodes=60,
+    online_episodes=50,
     prefill_decisions=130,
-    final_episodes=30,
+    final_episodes=25,
 )
 QUICK = DemoPlan(
     demos=20,
@@ -115,13 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--online-episodes",
         type=int,
         default=None,
-        help="episodes of online DSRL over ROS 2 (default: 60, --quick: 8)",
+        help="episodes of online DSRL over ROS 2 (default: 50, --quick: 8)",
     )
     parser.add_argument(
         "--guidance-weight",
         type=float,
         default=1.0,
-        help="w the online run starts with; it is raised by 1 halfway through, live",
+        help="w the online run starts with; halfway through it is set live to the weight that "
+        "did best in the evaluation of step 3 (the next best when that is this one)",
     )
 
 
@@ -179,14 +180,15 @@ def run_online(
     plan: DemoPlan,
     seed: int,
     start_weight: float,
+    live_weight: float,
     episodes: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Run the ROS 2 graph until `plan.online_episodes` episodes ended; per-episode results.
 
     `episodes`: those an interrupted run logged already (`_online_log`); the log continues
     from them, and the agent resumes from its checkpoint. The demo watches `episode_event` like
-    any other node would, and changes the policy node's guidance_weight halfway with
-    `cfgrl-ros param set`.
+    any other node would, and sets the policy node's guidance_weight to `live_weight` halfway
+    with `cfgrl-ros param set`.
     """
     import rclpy
     from std_msgs.msg import String
@@ -254,7 +256,7 @@ def run_online(
                     rate = sum(e["success"] for e in episodes[-10:]) / min(len(episodes), 10)
                     bar.set_postfix(success_last10=f"{rate:.0%}", w=weight)
                 if not changed and len(episodes) >= plan.online_episodes // 2:
-                    weight = start_weight + 1.0
+                    weight = live_weight
                     tqdm.write(f"setting guidance_weight to {weight} on the running policy node")
                     _cfgrl_ros("param", "set", "/policy_node", "guidance_weight", str(weight))
                     changed = True
@@ -450,7 +452,8 @@ per decision as in the graph:
 ## 4. Online DSRL-NA over ROS 2
 {len(online)} episodes of the node graph (franka_sim_node in lockstep, policy_node,
 noise_actor_node, reward_reset_node; separate processes over DDS), starting at
-w = {args.guidance_weight}, changed live to w = {args.guidance_weight + 1} after episode
+w = {args.guidance_weight}, changed live to w = {online[-1]["guidance_weight"]} (the best
+other weight of step 3) after episode
 {plan.online_episodes // 2}. Success over the first quarter of the episodes:
 **{sum(e["success"] for e in first) / len(first):.0%}**, over the last quarter:
 **{sum(e["success"] for e in last) / len(last):.0%}**. Per-episode log: `online.jsonl`;
@@ -583,7 +586,10 @@ def run(args: argparse.Namespace) -> int:
         _step(4, f"online DSRL over ROS 2 for {plan.online_episodes} episodes")
         logged = _online_log(out)
         ran = len(logged) < plan.online_episodes
-        online = run_online(out, args.task, policy, plan, args.seed, args.guidance_weight, logged)
+        live_weight = best_other_weight(eval_success, args.guidance_weight)
+        online = run_online(
+            out, args.task, policy, plan, args.seed, args.guidance_weight, live_weight, logged
+        )
         lap("online DSRL (ROS 2 graph)", ran)
 
         _step(5, "adapted vs base policy, and videos")
@@ -610,6 +616,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     print(f"plots and videos: {out}")
     return 0
+
+
+def best_other_weight(eval_success: dict[str, float], start_weight: float) -> float:
+    """The evaluated guidance weight with the highest success other than `start_weight` (the
+    lower weight on ties: closer to the data)."""
+    others = {float(w): rate for w, rate in eval_success.items() if float(w) != start_weight}
+    if not others:
+        raise ValueError(f"step 3 evaluated no guidance weight other than {start_weight}")
+    return max(sorted(others), key=lambda w: others[w])
 
 
 def _success_rate_from(collect_output: str) -> float:
