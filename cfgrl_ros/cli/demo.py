@@ -44,7 +44,9 @@ from cfgrl_ros.paths import config_path
 EXPERT_NOISE = {"pick_place_can": 0.35, "lift": 0.45}
 VIDEO_SIZE = 256  # px: large enough to see the gripper and the object
 VIDEO = "episode_base_vs_adapted.mp4"
-FILM_ATTEMPTS = 5  # adapted episodes filmed at most, looking for a success to show
+# Adapted episodes filmed at most while looking for a success to show: a 256 px frame costs
+# several simulation steps (a filmed 250-tick episode took 37 s on the loaded 2-core VM).
+FILM_ATTEMPTS = 2
 # The noise actor runs the agent's defaults (the DSRL benchmark's settings, docs/benchmarks.md)
 # with half the batch, so that between-episode training on a CPU-only laptop stays shorter than
 # the episodes themselves.
