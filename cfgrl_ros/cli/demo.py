@@ -83,11 +83,11 @@ QUICK = DemoPlan(
     demos=20,
     pretrain_steps=1500,
     value_steps=800,
-    eval_episodes=10,
-    guidance_weights=(0.0, 1.0, 3.0),
+    eval_episodes=6,
+    guidance_weights=(0.0, 1.0),
     online_episodes=8,
     prefill_decisions=40,
-    final_episodes=6,
+    final_episodes=4,
 )
 
 
