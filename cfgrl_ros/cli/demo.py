@@ -467,8 +467,8 @@ agent and replay buffer checkpoints: `dsrl/`.
 {plan.final_episodes} episodes each on the same initial states, at w = {final_weight},
 noise actor deterministic: base policy (w0 ~ N(0, I)) **{final["base"]:.0%}**, zero noise
 (w0 = 0, no learning) **{final["zero noise"]:.0%}**, adapted **{final["adapted"]:.0%}**.
-Video: `{VIDEO}`, base policy (left) and adapted actor (right) from the same initial state,
-the first on which the adapted actor succeeded.
+Video: `{VIDEO}`, base policy (left) and adapted actor (right) from the same initial state:
+the adapted actor's first success among its first {FILM_ATTEMPTS} episodes, else its first.
 
 ## Time
 
