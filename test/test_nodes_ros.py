@@ -174,6 +174,40 @@ def declared_parameters(probe, node: str) -> set[str]:
     return set(future.result().result.names)
 
 
+def small_graph_settings(tmp_path: Path, **episode_settings) -> dict:
+    """The package's parameter files with a small agent, a run folder in `tmp_path` and
+    `episode_settings` for the reward/reset node."""
+    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    actor = settings["/**/noise_actor_node"]["ros__parameters"]
+    actor["agent"].update(SMALL_AGENT)
+    actor["run_dir"] = str(tmp_path / "run")
+    settings["/**/reward_reset_node"]["ros__parameters"].update(episode_settings)
+    return settings
+
+
+def launch_graph(
+    tmp_path: Path, settings: dict, log_path: Path, *arguments: str
+) -> subprocess.Popen:
+    """`cfgrl-ros launch dsrl_franka ARGUMENTS` with `settings` as its config, output to
+    `log_path`."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cfgrl_ros.cli.main",
+                "launch",
+                "dsrl_franka",
+                *arguments,
+                f"config:={config}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
     tmp_path, checkpoint, recorder, ros_probe
 ):
@@ -182,30 +216,11 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
     changes the next decision's chunk while an out-of-range value is refused."""
     from std_srvs.srv import Trigger
 
-    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
-    actor = settings["/**/noise_actor_node"]["ros__parameters"]
-    actor["agent"].update(SMALL_AGENT)
-    actor["run_dir"] = str(tmp_path / "run")
     # No decision limit: the test ends each episode itself, so none can end before the live
     # guidance change however slowly the parameter client starts.
-    settings["/**/reward_reset_node"]["ros__parameters"].update(episodes=3, max_decisions=0)
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(settings))
+    settings = small_graph_settings(tmp_path, episodes=3, max_decisions=0)
     log_path = tmp_path / "launch.log"
-    with log_path.open("w") as log:
-        launcher = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cfgrl_ros.cli.main",
-                "launch",
-                "dsrl_franka",
-                f"policy:={checkpoint}",
-                f"config:={config}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    launcher = launch_graph(tmp_path, settings, log_path, f"policy:={checkpoint}")
     mark_failure = ros_probe.create_client(Trigger, "/reward_reset_node/mark_failure")
     try:
         recorder.spin_until(lambda: len(recorder.decisions) >= 2, STARTUP, "a first decision")
@@ -288,29 +303,11 @@ def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     checkpoint = tiny_checkpoint(tmp_path / "can_policy.pt", task="pick_place_can")
     recorder = Recorder(ros_probe)
     recorder.policy = FlowPolicy.load(checkpoint, "cpu")
-    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
-    actor = settings["/**/noise_actor_node"]["ros__parameters"]
-    actor["agent"].update(SMALL_AGENT)
-    actor["run_dir"] = str(tmp_path / "run")
-    settings["/**/reward_reset_node"]["ros__parameters"]["episodes"] = 1
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(settings))
+    settings = small_graph_settings(tmp_path, episodes=1)
     log_path = tmp_path / "launch.log"
-    with log_path.open("w") as log:
-        launcher = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cfgrl_ros.cli.main",
-                "launch",
-                "dsrl_franka",
-                f"policy:={checkpoint}",
-                "task:=pick_place_can",
-                f"config:={config}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    launcher = launch_graph(
+        tmp_path, settings, log_path, f"policy:={checkpoint}", "task:=pick_place_can"
+    )
     try:
         recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
     finally:
@@ -782,34 +779,28 @@ def test_homing_converges_in_bounded_steps_with_the_gripper_open():
     assert steps >= 17  # 0.25 m along x and z at 1.5 cm per step
 
 
-def test_policy_node_refuses_an_adapter_scaled_unlike_the_training_actions(checkpoint, ros_probe):
-    """A policy's action of 1 means the step sizes it was trained with (in its checkpoint)."""
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # A policy's action of 1 means the step sizes it was trained with (in its checkpoint).
+        ("max_translation", 0.05, r"max_translation 0\.03 m .* adapter has 0\.05"),
+        # The simulator runs pick_place_can (task:=), the policy was trained on lift.
+        ("task", "pick_place_can", r"trained on lift .* launch with task:=lift"),
+    ],
+)
+def test_policy_node_refuses_a_checkpoint_that_does_not_fit(
+    checkpoint, ros_probe, name, value, message
+):
     from rclpy.parameter import Parameter
 
     from cfgrl_ros.nodes.policy_node import PolicyNode
 
-    with pytest.raises(ValueError, match=r"max_translation 0\.03 m .* adapter has 0\.05"):
+    with pytest.raises(ValueError, match=message):
         PolicyNode(
             parameter_overrides=[
                 Parameter("checkpoint", value=str(checkpoint)),
                 Parameter("device", value="cpu"),
-                Parameter("max_translation", value=0.05),
-            ]
-        )
-
-
-def test_policy_node_refuses_a_policy_of_another_task(checkpoint, ros_probe):
-    """The simulator runs pick_place_can (task:=), the policy was trained on lift."""
-    from rclpy.parameter import Parameter
-
-    from cfgrl_ros.nodes.policy_node import PolicyNode
-
-    with pytest.raises(ValueError, match=r"trained on lift .* launch with task:=lift"):
-        PolicyNode(
-            parameter_overrides=[
-                Parameter("checkpoint", value=str(checkpoint)),
-                Parameter("device", value="cpu"),
-                Parameter("task", value="pick_place_can"),
+                Parameter(name, value=value),
             ]
         )
 
