@@ -159,7 +159,7 @@ def _file(values: Mapping[str, str], name: str, default: str) -> Path:
     return path
 
 
-def _node_parameter(files: tuple[Path, ...], namespace: str, node: str, name: str) -> Any:
+def node_parameter(files: tuple[Path, ...], namespace: str, node: str, name: str) -> Any:
     """The value the parameter files give `node` for `name`, as ROS applies them: every file's
     ``/**`` section first, then the sections naming the node (``/**/node``, ``/node``,
     ``/namespace/node``), a later file over an earlier one. None when no file sets it."""
@@ -232,13 +232,8 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
             workspace_high=list(spec.workspace_high),
         )
         # The task's horizon in decisions, unless the files choose an episode length.
-        if (
-            _node_parameter(parameter_files, namespace, "reward_reset_node", "max_decisions")
-            is None
-        ):
-            exec_horizon = _node_parameter(
-                parameter_files, namespace, "policy_node", "exec_horizon"
-            )
+        if node_parameter(parameter_files, namespace, "reward_reset_node", "max_decisions") is None:
+            exec_horizon = node_parameter(parameter_files, namespace, "policy_node", "exec_horizon")
             if not isinstance(exec_horizon, int) or exec_horizon < 1:
                 raise ValueError(
                     f"the parameter files {[str(f) for f in parameter_files]} give policy_node "

@@ -143,7 +143,7 @@ def test_real_arm_graph_starts_no_simulator_and_loads_the_arm_config(checkpoint)
 def test_node_parameter_applies_the_files_as_ros_does(tmp_path):
     """Every file's /** first, then the node's own sections (/**/node, /node, /ns/node), a
     later file over an earlier one: a later file's /** does not beat an earlier node section."""
-    from cfgrl_ros.graph import _node_parameter
+    from cfgrl_ros.graph import node_parameter
 
     own = tmp_path / "own.yaml"
     own.write_text(yaml.safe_dump({"/**/policy_node": {"ros__parameters": {"exec_horizon": 5}}}))
@@ -155,11 +155,11 @@ def test_node_parameter_applies_the_files_as_ros_does(tmp_path):
             {"/arm1/policy_node": {"ros__parameters": {"exec_horizon": 2}}, "/**/other": None}
         )
     )
-    assert _node_parameter((own, shared), "", "policy_node", "exec_horizon") == 5
-    assert _node_parameter((shared, own), "", "policy_node", "exec_horizon") == 5
-    assert _node_parameter((shared, own, named), "/arm1", "policy_node", "exec_horizon") == 2
-    assert _node_parameter((shared, own, named), "", "policy_node", "exec_horizon") == 5
-    assert _node_parameter((shared,), "", "policy_node", "max_decisions") is None
+    assert node_parameter((own, shared), "", "policy_node", "exec_horizon") == 5
+    assert node_parameter((shared, own), "", "policy_node", "exec_horizon") == 5
+    assert node_parameter((shared, own, named), "/arm1", "policy_node", "exec_horizon") == 2
+    assert node_parameter((shared, own, named), "", "policy_node", "exec_horizon") == 5
+    assert node_parameter((shared,), "", "policy_node", "max_decisions") is None
 
 
 @pytest.mark.parametrize(

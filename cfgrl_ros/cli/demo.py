@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from cfgrl_ros.graph import CONFIG_FILE, node_parameter
 from cfgrl_ros.paths import config_path
 
 # The scripted expert's noise per task: demonstrations of mixed quality, about a third of them
@@ -153,10 +154,9 @@ def _isolated_ros_environment(out: Path) -> None:
 
 
 def graph_exec_horizon() -> int:
-    """Actions per decision in the graph (config/dsrl_franka.yaml); the frozen policy is
-    evaluated as the graph will run it."""
-    parameters = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
-    return int(parameters["/**"]["ros__parameters"]["exec_horizon"])
+    """Actions per decision of the graph's policy node (its parameter file); the frozen policy
+    is evaluated as the graph will run it."""
+    return int(node_parameter((config_path(CONFIG_FILE),), "", "policy_node", "exec_horizon"))
 
 
 def _graph_config(out: Path, plan: DemoPlan, seed: int) -> Path:
