@@ -21,6 +21,7 @@ import numpy as np
 from cfgrl_ros.data.bag_reader import read_bag
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.data.episode import Episode
+from cfgrl_ros.observation import ObservationSpec
 
 
 def synthetic_episode(rng: np.random.Generator, ticks: int, camera: tuple[int, int]) -> Episode:
@@ -72,13 +73,14 @@ def main() -> None:
                 for episode in episodes:
                     writer.write(episode)
             megabytes = sum(f.stat().st_size for f in bag.iterdir()) / 1e6
-            for image_keys, label in ((("image",), "image"), ((), "none")):
+            size = (args.image_size, args.image_size)
+            camera = ObservationSpec(image_keys=("image",), image_size=size)
+            for observation, label in ((camera, "image"), (ObservationSpec(), "none")):
+                image_keys = observation.image_keys
                 best = float("inf")
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    read = read_bag(
-                        bag, image_keys=image_keys, image_size=(args.image_size, args.image_size)
-                    )
+                    read = read_bag(bag, observation=observation)
                     best = min(best, time.perf_counter() - start)
                 assert len(read) == args.episodes
                 # Without the camera its frames are never read.

@@ -91,7 +91,7 @@ def main() -> None:
 
     started = time.perf_counter()
     bag = args.bag or collect(args.out, args.task, args.noise, args.demos)
-    episodes = read_bag(bag, image_keys=())
+    episodes = read_bag(bag)
     data_success = sum(e.success for e in episodes) / len(episodes)
     print(f"{len(episodes)} demos from {bag}, {data_success:.0%} successful", flush=True)
 

@@ -1,8 +1,9 @@
 """Decision latency of the flow policy: encode + decode of one observation (batch 1).
 
-Measures p50/p99 over many decisions for K Euler steps, state-only and state + camera inputs,
-with guidance (both velocity branches in one batched pass, w = 2), and decode alone at the
-distillation batch size. Decisions are paced like a control loop (--period); weights are
+Measures p50/p99 over many decisions for K Euler steps, for three observations: the state
+with the object pose, the same with the scene camera, and the vision observation (proprioception
+with the scene and wrist cameras, --image-size px); with guidance (both velocity branches in one
+batched pass, w = 2); and decode alone at the distillation batch size. Decisions are paced like a control loop (--period); weights are
 freshly initialised: latency does not depend on them.
 
     python bench/decision_latency.py --device cpu --threads 1
@@ -12,6 +13,7 @@ freshly initialised: latency does not depend on them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfgrl_ros.observation import STATE_DIM
+from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, resolve_device
 
 
@@ -86,13 +88,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)
-    size = args.image_size
-    inputs = {
-        "state-only": {"state": rng.standard_normal((1, STATE_DIM)).astype(np.float32)},
-        f"state + {size} px image": {
-            "state": rng.standard_normal((1, STATE_DIM)).astype(np.float32),
-            "image": rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8),
-        },
+    size = (args.image_size, args.image_size)
+    observations = {
+        "state-only": OBSERVATIONS["state"],
+        f"state + {args.image_size} px image": ObservationSpec(
+            image_keys=("image",), image_size=size
+        ),
+        f"vision: proprioception + 2 x {args.image_size} px": dataclasses.replace(
+            OBSERVATIONS["vision"], image_size=size
+        ),
     }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
@@ -101,18 +105,17 @@ def main() -> None:
     )
     print("| inputs | K | batch | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    for label, obs in inputs.items():
-        image_keys = ("image",) if "image" in obs else ()
-        config = PolicyConfig(
-            image_keys=image_keys, image_size=(size, size) if image_keys else None
-        )
+    for label, spec in observations.items():
+        obs = {"state": rng.standard_normal((1, spec.state_dim)).astype(np.float32)}
+        obs |= {key: rng.integers(0, 256, (1, *size, 3), dtype=np.uint8) for key in spec.image_keys}
+        config = PolicyConfig(observation=spec)
         policy = FlowPolicy(config).to(device).eval()
         noise = torch.randn(1, *policy.noise_shape, device=device)
         for steps in args.steps:
             call = partial(decide, policy, obs, noise, args.guidance_weight, steps)
             times = measure(call, args.repeats, args.warmup, args.period)
             print(f"| {label} | {steps} | 1 | " + " | ".join(f"{t:.2f}" for t in times) + " |")
-        if not image_keys:
+        if not spec.image_keys:
             batch = args.distill_batch
             features = policy.encode({"state": np.repeat(obs["state"], batch, 0)})
             batch_noise = torch.randn(batch, *policy.noise_shape, device=device)

@@ -129,10 +129,10 @@ def dynamics_errors(args: argparse.Namespace, paths: dict[str, Path]) -> dict[st
     cache = args.out / "dynamics.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    demos = read_bag(paths["demos"], image_keys=())
+    demos = read_bag(paths["demos"])
     real = episode_transitions(demos)
     evaluator = DynamicsModel.fit(
-        episode_transitions(read_bag(paths["held_out"], image_keys=())), steps=args.dynamics_steps
+        episode_transitions(read_bag(paths["held_out"])), steps=args.dynamics_steps
     )
     policy = FlowPolicy.load(paths["policy"], device="cpu")
     target_action = flow_policy_action(policy, guidance_weight=args.w)
@@ -150,7 +150,7 @@ def dynamics_errors(args: argparse.Namespace, paths: dict[str, Path]) -> dict[st
     results = {"real demos (reference)": scores(real)}
     for name, path in paths.items():
         if name.startswith("synthetic_l"):
-            episodes = read_bag(path, image_keys=())
+            episodes = read_bag(path)
             results[f"PGD lambda={name.removeprefix('synthetic_l')}"] = scores(
                 episode_transitions(episodes)
             )

@@ -21,9 +21,9 @@ from cfgrl_ros.sim.env import FrankaSimEnv
 
 CONFIGURATIONS = {  # name -> FrankaSimEnv keyword arguments
     "no camera": {},
-    "agentview 84 px": {"cameras": ("agentview",), "image_size": 84},
-    "agentview + wrist 84 px": {"cameras": ("agentview", "wrist"), "image_size": 84},
-    "agentview 128 px": {"cameras": ("agentview",), "image_size": 128},
+    "agentview 84 px": {"cameras": ("image",), "image_size": 84},
+    "agentview + wrist 84 px": {"cameras": ("image", "wrist_image"), "image_size": 84},
+    "agentview 128 px": {"cameras": ("image",), "image_size": 128},
 }
 
 

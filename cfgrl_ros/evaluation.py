@@ -17,10 +17,9 @@ import numpy as np
 
 from cfgrl_ros.dsrl.noise_space import NoiseSpaceEnv
 from cfgrl_ros.policy.flow_policy import FlowPolicy
-from cfgrl_ros.sim.env import CAMERAS, FrankaSimEnv
+from cfgrl_ros.sim.env import FrankaSimEnv
 
 # observation image key -> the simulator's camera option
-_SIM_CAMERA = {key: option for option, (_, key) in CAMERAS.items()}
 
 
 @dataclass
@@ -81,15 +80,14 @@ def make_env(policy: FlowPolicy, task: str, horizon: int | None = None) -> Frank
     Raises ValueError when the policy was trained on another task's demonstrations.
     """
     check_task(policy, task)
-    keys = policy.config.image_keys
-    size = policy.config.image_size
+    keys = policy.config.observation.image_keys
+    size = policy.config.observation.image_size
     if keys and (size is None or size[0] != size[1]):
         raise ValueError(
             f"the policy's images are {size} (height, width); the simulator renders square "
             "images, so evaluate it with a policy trained on square images"
         )
-    cameras = tuple(_SIM_CAMERA[key] for key in keys)
-    return FrankaSimEnv(task, cameras=cameras, image_size=size[0] if keys else 84, horizon=horizon)
+    return FrankaSimEnv(task, cameras=keys, image_size=size[0] if keys else 84, horizon=horizon)
 
 
 def rollout(

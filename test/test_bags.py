@@ -21,6 +21,9 @@ from cfgrl_ros.data.bag_writer import TYPESTORE, BagWriteError, EpisodeBagWriter
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.msg_arrays import image_array
+from cfgrl_ros.observation import PROPRIOCEPTION, ObservationSpec
+
+CAMERA = ObservationSpec(image_keys=("image",))  # the scene camera as recorded, and the state
 
 T = TYPESTORE.types
 PERIOD_NS = 50_000_000  # 20 Hz
@@ -68,12 +71,15 @@ def write(path: Path, episodes, **kwargs) -> Path:
 
 
 def assert_same(read: list[Episode], written: list[Episode]) -> None:
+    """Episodes, actions and every field that was read are as written."""
     assert len(read) == len(written)
     for got, want in zip(read, written, strict=True):
         assert len(got) == len(want)
         assert got.success == want.success
         np.testing.assert_array_equal(got.rewards, want.rewards)
-        for name, values in want.observations.items():
+        assert set(PROPRIOCEPTION) <= set(got.observations) <= set(want.observations)
+        for name in got.observations:
+            values = want.observations[name]
             if name == "image":
                 np.testing.assert_array_equal(got.observations[name], values)
             else:
@@ -85,14 +91,34 @@ def assert_same(read: list[Episode], written: list[Episode]) -> None:
 def test_round_trip(tmp_path, episodes, storage):
     bag = write(tmp_path / "demo", episodes, storage=storage)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temp dir left behind
-    read = read_bag(bag)
+    read = read_bag(bag, observation=CAMERA)
     assert_same(read, episodes)
+    assert "image" in read[0].observations and "object_pos" in read[0].observations
     assert not read[0].synthetic
     assert read[0].metadata["start_time_ns"] == START_NS
-    resized = read_bag(bag, image_size=(10, 8))[0].observations["image"]
-    assert resized.shape == (12, 8, 10, 3)
-    state_only = read_bag(bag, image_keys=())[0]
-    assert "image" not in state_only.observations
+    resized = ObservationSpec(image_keys=("image",), image_size=(8, 10))
+    assert read_bag(bag, observation=resized)[0].observations["image"].shape == (12, 8, 10, 3)
+    state_only = read_bag(bag)[0]
+    assert "image" not in state_only.observations and "object_pos" in state_only.observations
+
+
+def test_a_recording_without_object_pose_reads_for_a_policy_that_does_not_use_it(
+    tmp_path, episodes
+):
+    """A real cell records no /object_pose: a vision policy's inputs read, a state one's fail."""
+    cell = load_topic_map(overrides={"object_pose": ""})
+    bag = write(tmp_path / "cell", episodes, topic_map=cell)
+    vision = ObservationSpec(PROPRIOCEPTION, ("image",), (16, 20))
+    read = read_bag(bag, observation=vision)
+    assert_same(read, episodes)
+    assert "object_pos" not in read[0].observations
+    with pytest.raises(BagError) as error:
+        read_bag(bag)
+    message = str(error.value)
+    assert "lacks topics ['object_pose=/object_pose']" in message
+    assert "or without the object pose (--observation vision)" in message
+    with pytest.raises(BagError, match="the topic map switches object_pose off"):
+        read_bag(bag, topic_map=cell)
 
 
 @pytest.mark.parametrize(
@@ -266,7 +292,7 @@ def test_bgr8_and_compressed_images_come_out_rgb(tmp_path, camera):
     for t in range(5):
         messages += tick_messages(START_NS + t * PERIOD_NS, 0.5, camera=camera, rgb=rgb)
     messages.append(event(START_NS + 5 * PERIOD_NS, "failure"))
-    (episode,) = read_bag(write_messages(tmp_path / "cam", messages))
+    (episode,) = read_bag(write_messages(tmp_path / "cam", messages), observation=CAMERA)
     np.testing.assert_array_equal(episode.observations["image"][0], rgb)
     # the target is 1 cm ahead of the pose; the gripper is commanded closed
     step = ArmCommandAdapter().config.max_translation
@@ -330,11 +356,11 @@ def test_stale_camera_skips_that_episode_with_a_warning(tmp_path, caplog):
         messages.append(event(start + 10 * PERIOD_NS, "success"))
     bag = write_messages(tmp_path / "stale", sorted(messages, key=lambda m: m[1]))
     with caplog.at_level(logging.WARNING):
-        read = read_bag(bag)
+        read = read_bag(bag, observation=CAMERA)
     assert len(read) == 1 and read[0].success and len(read[0]) == 10
     assert "episode 0" in caplog.text and "older than max_staleness" in caplog.text
     assert "/camera/camera/color/image_raw" in caplog.text
-    assert len(read_bag(bag, image_keys=())) == 2  # the state topics were fine
+    assert len(read_bag(bag)) == 2  # the state topics were fine
 
 
 def test_late_policy_start_trims_leading_ticks(tmp_path):
@@ -342,7 +368,7 @@ def test_late_policy_start_trims_leading_ticks(tmp_path):
     for t in range(8):
         messages += tick_messages(START_NS + t * PERIOD_NS, 0.5, command=t >= 3)
     messages.append(event(START_NS + 8 * PERIOD_NS, "success"))
-    (episode,) = read_bag(write_messages(tmp_path / "late", messages), image_keys=())
+    (episode,) = read_bag(write_messages(tmp_path / "late", messages))
     assert len(episode) == 5 and episode.rewards[-1] == 1.0
 
 
@@ -358,7 +384,7 @@ def test_episode_without_actions(tmp_path):
     messages.append(event(second + 4 * PERIOD_NS, "failure"))
     bag = write_messages(tmp_path / "no_actions", messages)
     with pytest.raises(BagError, match=r"episode 1 .* has no actions: no /target_pose messages"):
-        read_bag(bag, image_keys=())
+        read_bag(bag)
 
 
 def bad_joints(stamp: int):
@@ -405,7 +431,7 @@ def test_a_bad_value_skips_only_its_episode(tmp_path, caplog, bad):
     topic, _, what = BAD_VALUES[bad]
     bag = write_messages(tmp_path / "bad", episodes_with_a_bad_value(bad, 2))
     with caplog.at_level(logging.WARNING):
-        (kept,) = read_bag(bag, image_keys=())
+        (kept,) = read_bag(bag)
     assert kept.metadata["index"] == 1 and len(kept) == 6
     warning = caplog.text
     assert str(bag) in warning and "episode 0" in warning and "skipped" in warning
@@ -413,7 +439,7 @@ def test_a_bad_value_skips_only_its_episode(tmp_path, caplog, bad):
 
     lone = write_messages(tmp_path / "lone", episodes_with_a_bad_value(bad, 1))
     with pytest.raises(BagError, match="every episode was skipped"):
-        read_bag(lone, image_keys=())
+        read_bag(lone)
 
 
 def test_episode_events_without_a_complete_episode(tmp_path):
@@ -422,7 +448,7 @@ def test_episode_events_without_a_complete_episode(tmp_path):
         messages += tick_messages(START_NS + t * PERIOD_NS, 0.5)
     bag = write_messages(tmp_path / "unfinished", messages)
     with pytest.raises(BagError) as error:
-        read_bag(bag, image_keys=())
+        read_bag(bag)
     message = str(error.value)
     assert "its 1 /episode_event messages hold no 'start' followed by" in message
     assert "/target_pose" not in message  # it has commands: they are not what is missing
@@ -448,7 +474,7 @@ def test_joint_names_that_do_not_match(tmp_path):
     with pytest.raises(
         BagError, match=r"lacks joints \['panda_joint1'.*arm_joints / finger_joints parameters"
     ):
-        read_bag(bag, image_keys=())
+        read_bag(bag)
 
 
 def test_wrong_message_type_on_a_topic(tmp_path):
@@ -456,7 +482,7 @@ def test_wrong_message_type_on_a_topic(tmp_path):
     messages[2] = ("/franka_robot_state_broadcaster/current_pose", START_NS, joints(START_NS))
     bag = write_messages(tmp_path / "types", messages)
     with pytest.raises(BagError, match="has type sensor_msgs/msg/JointState, expected"):
-        read_bag(bag, image_keys=())
+        read_bag(bag)
 
 
 def test_images_of_different_sizes_across_bags(tmp_path):
@@ -464,8 +490,9 @@ def test_images_of_different_sizes_across_bags(tmp_path):
     small = write(tmp_path / "small", [make_episode(rng, 4, True, image=(8, 8))])
     large = write(tmp_path / "large", [make_episode(rng, 4, True, image=(12, 8))])
     with pytest.raises(BagError, match=r"\(12, 8, 3\) in .*large but \(8, 8, 3\)"):
-        read_bags([small, large])
-    assert len(read_bags([small, large], image_size=(8, 8))) == 2
+        read_bags([small, large], observation=CAMERA)
+    resized = ObservationSpec(image_keys=("image",), image_size=(8, 8))
+    assert len(read_bags([small, large], observation=resized)) == 2
 
 
 def test_paths_that_are_not_bags(tmp_path):
@@ -484,8 +511,9 @@ def test_paths_that_are_not_bags(tmp_path):
 
 def test_camera_switched_off_in_the_topic_map(tmp_path, episodes):
     bag = write(tmp_path / "bag", episodes[:1])
+    no_wrist = load_topic_map(overrides={"wrist_image": ""})
     with pytest.raises(BagError, match=r"camera \['wrist_image'\] is switched off"):
-        read_bag(bag, image_keys=("wrist_image",))
+        read_bag(bag, no_wrist, observation=ObservationSpec(image_keys=("wrist_image",)))
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])

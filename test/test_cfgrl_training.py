@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
-from cfgrl_ros.observation import STATE_DIM, state_vector
+from cfgrl_ros.observation import OBSERVATIONS, STATE_DIM, state_vector
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, train_policy
 from cfgrl_ros.policy.dataset import build_dataset
 from cfgrl_ros.policy.training import training_state_path
@@ -36,6 +36,8 @@ SMALL_TRAINING = TrainConfig(
     device="cpu",
     save_every=0,
 )
+
+STATE = OBSERVATIONS["state"]
 
 
 def arm_observations(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
@@ -168,7 +170,7 @@ def test_value_targets_of_hand_made_episodes():
     actions = np.repeat([[0.1], [0.2], [0.3]], ACTION_DIM, axis=1)
     failure = Episode(arm_observations(rng, 3), actions, np.zeros(3), False)
     cut_off = Episode(arm_observations(rng, 3), actions, np.zeros(3), False, synthetic=True)
-    data = build_dataset([cut_off, success, failure], 4, (), None, 0.5, 2, torch.device("cpu"))
+    data = build_dataset([cut_off, success, failure], 4, STATE, 0.5, 2, torch.device("cpu"))
     # recorded episodes first (the policy's rows), then synthetic ones
     assert data.policy_rows == 8 and data.episode_count == 3
     assert data.episode_index.tolist() == [0] * 5 + [1] * 3 + [2] * 3
@@ -188,7 +190,7 @@ def test_value_targets_of_hand_made_episodes():
     # past the end of an episode a chunk repeats its last action
     torch.testing.assert_close(data.chunks[6, :, 0], torch.tensor([0.2, 0.3, 0.3, 0.3]))
     with pytest.raises(ValueError, match="no recorded episodes among the 1 given"):
-        build_dataset([cut_off], 4, (), None, 0.5, 2, torch.device("cpu"))
+        build_dataset([cut_off], 4, STATE, 0.5, 2, torch.device("cpu"))
 
 
 def test_resumed_training_continues_exactly_where_it_stopped(tmp_path):

@@ -25,6 +25,7 @@ TOPICS = {
     "/success": "std_msgs/msg/Bool",
 }
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
+WRIST_TOPIC = "/wrist_camera/color/image_raw"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_collect_writes_a_bag_that_reads_back(tmp_path, capsys, storage, expecte
 
     # The package's reader recovers the expert's episodes and the actions as executed (a
     # target clipped to the workspace reads back as the shorter move it was).
-    episodes = read_bag(out, image_keys=())
+    episodes = read_bag(out)
     assert [e.success for e in episodes] == [e.success for e in expected_episodes]
     adapter = ArmCommandAdapter(task_adapter_config("lift"))
     for read, recorded in zip(episodes, expected_episodes, strict=True):
@@ -89,16 +90,30 @@ def test_collect_writes_a_bag_that_reads_back(tmp_path, capsys, storage, expecte
 
 
 @pytest.mark.sim
-def test_collect_with_camera_records_images(tmp_path):
+def test_collect_with_camera_records_both_cameras(tmp_path):
     out = tmp_path / "camera"
     argv = ["collect", "--episodes", "1", "--horizon", "5", "--camera", "--image-size", "32"]
     assert main([*argv, "--out", str(out)]) == 0
     with AnyReader([out]) as reader:
-        images = [c for c in reader.connections if c.topic == IMAGE_TOPIC]
-        assert len(images) == 1 and images[0].msgcount == 5
-        _, _, raw = next(reader.messages(connections=images))
-        image = reader.deserialize(raw, images[0].msgtype)
-    assert (image.height, image.width, image.encoding) == (32, 32, "rgb8")
+        for topic in (IMAGE_TOPIC, WRIST_TOPIC):
+            (images,) = [c for c in reader.connections if c.topic == topic]
+            assert images.msgcount == 5
+            _, _, raw = next(reader.messages(connections=[images]))
+            image = reader.deserialize(raw, images.msgtype)
+            assert (image.height, image.width, image.encoding) == (32, 32, "rgb8")
+
+
+def test_collect_refuses_cameras_it_cannot_record(tmp_path, capsys):
+    out = str(tmp_path / "demos")
+    argv = ["collect", "--episodes", "1", "--cameras", "wrist_image", "--topic", "wrist_image="]
+    assert main([*argv, "--out", out]) == 2
+    assert "switches camera wrist_image off: give it a topic with --topic" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["collect", "--cameras", "image,fisheye", "--out", out])
+    assert "expected distinct cameras of image, wrist_image" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_collect_refuses_an_existing_bag_directory(tmp_path, capsys):

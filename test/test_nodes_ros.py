@@ -21,6 +21,7 @@ import yaml
 
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.nodes import decision_messages as contract
+from cfgrl_ros.observation import IMAGE_KEYS, OBSERVATIONS, PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.paths import config_path
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, train_policy
 
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
 STARTUP = 120.0  # seconds for torch, robosuite and discovery on a busy 2-core machine
 SIGINT_EXIT = 10.0  # seconds a node may take to exit after Ctrl-C (~1 s idle, ~4 s at load 9)
+VISION = ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, (32, 32))  # tiny images, no object pose
 SMALL_AGENT = {
     "utd": 2,
     "prefill_decisions": 8,
@@ -42,9 +44,11 @@ def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("policy") / "policy.pt")
 
 
-def tiny_checkpoint(path: Path, task: str = "lift") -> Path:
-    """A tiny CFGRL flow policy of `task` trained in seconds on synthetic episodes, saved at
-    `path`."""
+def tiny_checkpoint(
+    path: Path, task: str = "lift", observation: ObservationSpec = OBSERVATIONS["state"]
+) -> Path:
+    """A tiny CFGRL flow policy of `task` reading `observation`, trained in seconds on synthetic
+    episodes, saved at `path`."""
     rng = np.random.default_rng(0)
     episodes = []
     for index in range(4):
@@ -57,6 +61,9 @@ def tiny_checkpoint(path: Path, task: str = "lift") -> Path:
             "object_pos": rng.normal([0.5, 0.0, -0.08], 0.05, (length, 3)),
             "object_quat": np.tile([0.0, 0.0, 0.0, 1.0], (length, 1)),
         }
+        for key in observation.image_keys:
+            size = (length, *observation.image_size, 3)
+            observations[key] = rng.integers(0, 256, size, dtype=np.uint8)
         rewards = np.zeros(length, dtype=np.float32)
         rewards[-1] = float(index % 2 == 0)
         actions = rng.uniform(-1, 1, (length, 7)).astype(np.float32)
@@ -68,7 +75,9 @@ def tiny_checkpoint(path: Path, task: str = "lift") -> Path:
         time_embedding_dim=8,
         hidden_dims=(32, 32),
         flow_steps=4,
+        image_channels=8,
         task=task,
+        observation=observation,
     )
     config = TrainConfig(
         policy=policy,
@@ -317,6 +326,57 @@ def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     assert "simulating pick_place_can in lockstep mode" in log, log
     end = recorder.ends[0]
     assert end.decisions == 32 or end.success, log
+
+
+def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe):
+    """use_camera:=true: the simulator publishes the scene and wrist cameras, the policy node
+    decides from them and proprioception alone, and the noise actor learns its features."""
+    checkpoint = tiny_checkpoint(tmp_path / "vision.pt", observation=VISION)
+    recorder = Recorder(ros_probe)
+    recorder.policy = FlowPolicy.load(checkpoint, "cpu")
+    settings = small_graph_settings(tmp_path, episodes=1, max_decisions=3)
+    settings["/**/franka_sim_node"]["ros__parameters"]["image_size"] = 32
+    log_path = tmp_path / "launch.log"
+    launcher = launch_graph(
+        tmp_path, settings, log_path, f"policy:={checkpoint}", "use_camera:=true"
+    )
+    try:
+        recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    log = log_path.read_text()
+    assert "cameras: ['image', 'wrist_image']" in log, log
+    assert "it reads 4 state fields (no object pose) + cameras image, wrist_image at 32x32" in log
+    assert recorder.ends[0].decisions == 3, log
+    assert len(recorder.decisions) == 3 and "holding the arm" not in log
+
+
+def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):
+    """In-process, timer mode: a camera that never published and one that stopped are named
+    (the envelope holds the arm meanwhile); the object pose is not even subscribed to."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from cfgrl_ros.nodes.policy_node import PolicyNode
+
+    checkpoint = tiny_checkpoint(tmp_path / "vision.pt", observation=VISION)
+    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
+    with pytest.raises(ValueError, match=r"camera images \['image', 'wrist_image'\]: launch with"):
+        PolicyNode(parameter_overrides=overrides).destroy_node()
+    node = PolicyNode(parameter_overrides=[*overrides, Parameter("use_camera", value=True)])
+    try:
+        assert set(node.observation_topics) == {"joint_states", "current_pose", *IMAGE_KEYS}
+        old = Image()
+        old.header.stamp.sec = 100
+        node._latest["image"] = old
+        silent = node.silent_topics(["image", "wrist_image"], now=101.0)
+        assert silent == [
+            "/camera/camera/color/image_raw is 1.00 s old (safety.max_observation_age 0.25 s)",
+            "no message on /wrist_camera/color/image_raw yet",
+        ]
+    finally:
+        node.destroy_node()
 
 
 def _end_episode_after_two_decisions(recorder: Recorder, mark_failure, since_ns: int) -> None:

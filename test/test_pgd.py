@@ -258,6 +258,7 @@ def test_dynamics_error_tells_real_from_broken_transitions(episodes):
 
 
 def test_flow_policy_target_is_the_first_decoded_action():
+    from cfgrl_ros.observation import ObservationSpec
     from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 
     policy = FlowPolicy(PolicyConfig(hidden_dims=(32,), state_hidden_dims=(32,))).eval()
@@ -277,7 +278,10 @@ def test_flow_policy_target_is_the_first_decoded_action():
         torch.testing.assert_close(steered[index], chunk[0, 0])
 
     camera_policy = FlowPolicy(
-        PolicyConfig(image_keys=("image",), image_size=(32, 32), hidden_dims=(32,))
+        PolicyConfig(
+            observation=ObservationSpec(image_keys=("image",), image_size=(32, 32)),
+            hidden_dims=(32,),
+        )
     )
     with pytest.raises(ValueError, match="state-only policy"):
         flow_policy_action(camera_policy)
@@ -293,7 +297,7 @@ def test_synthetic_bag_reads_back_marked_synthetic(trained, tmp_path):
     with EpisodeBagWriter(tmp_path / "synthetic", synthetic=True) as writer:
         for episode in written:
             writer.write(episode)
-    read = read_bag(tmp_path / "synthetic", image_keys=())
+    read = read_bag(tmp_path / "synthetic")
     assert len(read) == len(written)
     for before, after in zip(written, read, strict=True):
         assert after.synthetic and after.success == before.success
@@ -351,7 +355,7 @@ def test_synthesize_command_writes_a_synthetic_bag_and_reuses_its_model(
     command = [*synthesize_command(synthesize_inputs), "--model", str(tmp_path / "pgd.pt")]
     assert main([*command, "--out", str(tmp_path / "synthetic")]) == 0
     assert (tmp_path / "pgd.pt").is_file()
-    read = read_bag(tmp_path / "synthetic", image_keys=())
+    read = read_bag(tmp_path / "synthetic")
     assert len(read) == 5 and all(e.synthetic for e in read)
     modified = (tmp_path / "pgd.pt").stat().st_mtime_ns
     assert main([*command, "--out", str(tmp_path / "again")]) == 0

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
-from cfgrl_ros.observation import OBSERVATION_FIELDS, STATE_DIM
+from cfgrl_ros.observation import (
+    OBSERVATION_FIELDS,
+    OBSERVATIONS,
+    PROPRIOCEPTION,
+    STATE_DIM,
+    ObservationSpec,
+)
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, resolve_device, train_policy
 from cfgrl_ros.policy.flow_policy import NULL, OPTIMAL
 from cfgrl_ros.policy.networks import random_shift
@@ -26,6 +32,11 @@ SMALL = {
 def make_policy(seed: int = 0, **changes) -> FlowPolicy:
     torch.manual_seed(seed)
     return FlowPolicy(PolicyConfig(**{**SMALL, **changes})).eval()
+
+
+def cameras(size: int, *keys: str) -> ObservationSpec:
+    """The full state and the cameras `keys` (default: the scene camera) at size x size."""
+    return ObservationSpec(image_keys=keys or ("image",), image_size=(size, size))
 
 
 def random_states(batch: int, seed: int = 0) -> np.ndarray:
@@ -153,7 +164,29 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="condition 'best' is not one of"):
         PolicyConfig(condition="best")
     with pytest.raises(ValueError, match="image_size None must be"):
-        PolicyConfig(image_keys=("image",))
+        PolicyConfig(observation=ObservationSpec(image_keys=("image",)))
+    with pytest.raises(ValueError, match=r"image_size \(16, 16\) must be .* >= 32"):
+        PolicyConfig(observation=cameras(16))
+
+
+def test_the_observation_spec_names_what_it_reads():
+    assert OBSERVATIONS["state"].state_dim == STATE_DIM == 25  # object pose and relative position
+    vision = OBSERVATIONS["vision"]
+    assert not vision.uses_object_pose and vision.state_dim == 15
+    assert vision.image_keys == ("image", "wrist_image") and vision.image_size == (84, 84)
+    assert "no object pose" in vision.describe() and "84x84" in vision.describe()
+    with pytest.raises(ValueError, match=r"state_fields \['elbow'\] are not fields"):
+        ObservationSpec(state_fields=("elbow",))
+    with pytest.raises(ValueError, match="must list each field once, in the order"):
+        ObservationSpec(state_fields=("eef_pos", "joint_pos"))
+    with pytest.raises(ValueError, match="state_fields is empty: a policy needs proprioception"):
+        ObservationSpec(state_fields=())
+    with pytest.raises(ValueError, match=r"image_keys \['image', 'image'\] must be distinct"):
+        ObservationSpec(image_keys=("image", "image"))
+    with pytest.raises(ValueError, match="unknown fields"):
+        ObservationSpec.from_dict({"cameras": ["image"]})
+    spec = ObservationSpec.from_dict({"state_fields": ["joint_pos"], "image_keys": ["image"]})
+    assert spec == ObservationSpec(("joint_pos",), ("image",))  # lists become tuples
 
 
 def test_inputs_from_an_arm_observation():
@@ -162,10 +195,18 @@ def test_inputs_from_an_arm_observation():
     state_only = make_policy()
     inputs = state_only.inputs_from_observation(tick)
     assert inputs["state"].shape == (1, STATE_DIM) and "image" not in inputs
-    camera = make_policy(image_keys=("image",), image_size=(32, 32))
+    camera = make_policy(observation=cameras(32))
     inputs = camera.inputs_from_observation(tick)
     assert inputs["image"].shape == (1, 32, 32, 3)
     assert camera.encode(inputs).shape == (1, camera.feature_dim)
+    # Without the object pose the state is proprioception alone: the object fields are not read.
+    blind = make_policy(observation=ObservationSpec(PROPRIOCEPTION, ("image",), (32, 32)))
+    arm_only = {name: tick[name] for name in (*PROPRIOCEPTION, "image")}
+    inputs = blind.inputs_from_observation(arm_only)
+    assert inputs["state"].shape == (1, 15)
+    np.testing.assert_array_equal(inputs["state"][0, :7], tick["joint_pos"].astype(np.float32))
+    with pytest.raises(ValueError, match="observation has no field 'object_pos'"):
+        camera.inputs_from_observation(arm_only)
     del tick["image"]
     with pytest.raises(ValueError, match="needs camera image 'image'"):
         camera.inputs_from_observation(tick)
@@ -193,12 +234,9 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_checkpoint_with_wrong_dimensions_fails_with_a_clear_message(tmp_path):
     path = tmp_path / "other_robot.pt"
-    make_policy(state_dim=20, action_dim=6).save(path)
-    with pytest.raises(ValueError) as error:
+    make_policy(action_dim=6).save(path)
+    with pytest.raises(ValueError, match="checkpoint has action_dim 6, this build expects 7"):
         FlowPolicy.load(path, device="cpu")
-    message = str(error.value)
-    assert "checkpoint has state_dim 20, this build expects 25" in message
-    assert "checkpoint has action_dim 6, this build expects 7" in message
 
     path = tmp_path / "policy.pt"
     make_policy().save(path)
@@ -217,7 +255,7 @@ def test_checkpoint_with_wrong_dimensions_fails_with_a_clear_message(tmp_path):
 
     payload["format_version"] = 99
     torch.save(payload, path)
-    with pytest.raises(ValueError, match="format version 99, this build reads version 1"):
+    with pytest.raises(ValueError, match="format version 99, this build reads versions 1 to 2"):
         FlowPolicy.load(path, device="cpu")
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a readable policy checkpoint"):
@@ -261,6 +299,37 @@ def test_random_shift_moves_whole_images_by_at_most_pad_pixels():
     assert len(offsets) > 1  # shifts differ between samples
 
 
+def version_1_checkpoint(policy: FlowPolicy, path, **config_changes) -> None:
+    """`policy` saved as checkpoints were before observation specs (format version 1)."""
+    policy.save(path)
+    payload = torch.load(path, weights_only=True)
+    config = dict(payload["config"])
+    observation = config.pop("observation")
+    config |= {
+        "state_dim": STATE_DIM,
+        "use_state": True,
+        "image_keys": observation["image_keys"],
+        "image_size": observation["image_size"],
+        **config_changes,
+    }
+    torch.save({**payload, "format_version": 1, "config": config}, path)
+
+
+def test_version_1_checkpoints_still_load(tmp_path):
+    policy = make_policy(observation=cameras(32))
+    version_1_checkpoint(policy, tmp_path / "old.pt")
+    loaded = FlowPolicy.load(tmp_path / "old.pt", device="cpu")
+    assert loaded.config == policy.config
+    version_1_checkpoint(make_policy(), tmp_path / "other.pt", state_dim=20)
+    with pytest.raises(ValueError, match="checkpoint has state_dim 20, this build expects 25"):
+        FlowPolicy.load(tmp_path / "other.pt", device="cpu")
+    version_1_checkpoint(
+        make_policy(observation=cameras(32)), tmp_path / "blind.pt", use_state=False
+    )
+    with pytest.raises(ValueError, match="cameras without any state"):
+        FlowPolicy.load(tmp_path / "blind.pt", device="cpu")
+
+
 def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
     rng = np.random.default_rng(0)
     episodes = [
@@ -273,7 +342,7 @@ def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
         for _ in range(3)
     ]
     config = TrainConfig(
-        policy=PolicyConfig(**SMALL, horizon=4, image_keys=("image",), image_size=(32, 32)),
+        policy=PolicyConfig(**SMALL, horizon=4, observation=cameras(32)),
         method="bc",
         steps=5,
         batch_size=8,
@@ -284,7 +353,7 @@ def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
     result = train_policy([*episodes, synthetic], config, checkpoint_path=tmp_path / "camera.pt")
     assert len(result.history["policy_loss"]) == 5
     policy = FlowPolicy.load(tmp_path / "camera.pt", device="cpu")
-    assert policy.feature_dim == 32 and policy.config.image_keys == ("image",)
+    assert policy.feature_dim == 32 and policy.config.observation.image_keys == ("image",)
     state = random_states(2)
     images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     features = policy.encode({"state": state, "image": images})

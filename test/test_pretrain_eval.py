@@ -14,6 +14,7 @@ from cfgrl_ros.cli.main import main
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.evaluation import evaluate
+from cfgrl_ros.observation import IMAGE_KEYS, PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 from cfgrl_ros.policy.training import training_state_path
 from cfgrl_ros.sim.env import FrankaSimEnv
@@ -40,6 +41,7 @@ policy:
   flow_steps: 4
   hidden_dims: [64, 64]
   state_hidden_dims: [64]
+  image_channels: 8
 """
 
 
@@ -67,9 +69,7 @@ def lift_bags(tmp_path_factory):
     write_bag(root / "lift_mcap", episodes, "mcap", load_topic_map(overrides=RENAMED))
     config = root / "small.yaml"
     config.write_text(SMALL_POLICY)
-    camera_config = root / "camera.yaml"
-    camera_config.write_text(SMALL_POLICY + "  image_keys: [image]\n  image_channels: 8\n")
-    return {"root": root, "config": config, "camera_config": camera_config}
+    return {"root": root, "config": config}
 
 
 def pretrain(bag, out, *extra: str) -> int:
@@ -96,21 +96,35 @@ def test_sqlite_bag_to_evaluated_policy(lift_bags, tmp_path, capsys):
     assert all(rate in (0.0, 0.5, 1.0) for rate in summary["success"].values())
 
 
-def test_camera_policy_from_bag_images(lift_bags, tmp_path, capsys):
-    """Bag images (40 px) resized to the policy's 32 px; the evaluation renders 32 px."""
-    env = FrankaSimEnv("lift", cameras=("agentview",), image_size=40, horizon=15)
-    try:
-        episodes = list(expert_episodes(env, ScriptedExpert("lift", noise=0.3, seed=1), 2))
-    finally:
-        env.close()
-    bag = write_bag(tmp_path / "camera_bag", episodes)
-    out = tmp_path / "camera.pt"
-    config = ("--config", str(lift_bags["camera_config"]), "--image-size", "32")
-    assert pretrain(bag, out, *config, "--steps", "5", "--value-steps", "5") == 0
-    policy = FlowPolicy.load(out)
-    assert policy.config.image_keys == ("image",) and policy.config.image_size == (32, 32)
+def test_vision_policy_from_a_recording_without_object_pose(lift_bags, tmp_path, capsys):
+    """What a real cell records: the scene and wrist cameras (40 px here) and no /object_pose.
+    collect -> pretrain --observation vision (32 px) -> eval -> adapt, all on that bag."""
+    bag = tmp_path / "cell"
+    collect = ["collect", "--episodes", "2", "--noise", "0.3", "--seed", "1", "--horizon", "15"]
+    camera = ["--camera", "--image-size", "40", "--topic", "object_pose=", "--out", str(bag)]
+    assert main([*collect, *camera]) == 0
+    metadata = (bag / "metadata.yaml").read_text()
+    assert "/wrist_camera/color/image_raw" in metadata and "/object_pose" not in metadata
+
+    state = tmp_path / "state.pt"
+    small = ("--config", str(lift_bags["config"]), "--steps", "5", "--value-steps", "5")
+    assert pretrain(bag, state, *small) == 1  # the state observation needs the object pose
+    assert "or without the object pose (--observation vision)" in capsys.readouterr().err
+
+    out = tmp_path / "vision.pt"
+    assert pretrain(bag, out, *small, "--observation", "vision", "--image-size", "32") == 0
+    spec = FlowPolicy.load(out).config.observation
+    assert spec == ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, (32, 32))
     summary = eval_json(capsys, out, "--episodes", "1", "--w", "0,1.5", "--horizon", "8")
     assert set(summary["success"]) == {"0", "1.5"}
+
+    agent = ("--utd", "1", "--prefill", "2", "--batch-size", "4", "--hidden", "16")
+    run = ("--episodes", "1", "--eval-episodes", "20", "--exec-horizon", "4", "--horizon", "8")
+    code = main(
+        ["adapt", "--policy", str(out), "--out", str(tmp_path / "adapt"), *run, *agent, "--json"]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 1
 
 
 def test_mcap_bag_with_other_topic_names_and_resume(lift_bags, tmp_path, capsys):
@@ -143,13 +157,16 @@ def test_mcap_bag_with_other_topic_names_and_resume(lift_bags, tmp_path, capsys)
         (("--method", "cfgrl", "--labels", "none"), "needs advantages from a value function"),
         (("--method", "bc", "--labels", "mc"), "trains no value function"),
         (("--topic", "joint_states"), "not of the form key=value"),
-        (("--image-size", "8", "--config", "CAMERA"), "both >= 32"),
+        (("--image-size", "8", "--observation", "vision"), "both >= 32"),
         (("--config", "MISSING"), "does not exist"),
+        (("--config", "BLIND"), "state_fields is empty: a policy needs proprioception"),
     ],
 )
 def test_pretrain_rejects_bad_settings_without_writing(lift_bags, tmp_path, capsys, flags, message):
     out = tmp_path / "policy.pt"
-    paths = {"CAMERA": str(lift_bags["camera_config"]), "MISSING": str(tmp_path / "none.yaml")}
+    blind = tmp_path.parent / f"{tmp_path.name}_blind.yaml"  # not in tmp_path: nothing written
+    blind.write_text("policy:\n  observation: {state_fields: [], image_keys: [image]}\n")
+    paths = {"BLIND": str(blind), "MISSING": str(tmp_path / "none.yaml")}
     flags = [paths.get(flag, flag) for flag in flags]
     assert pretrain(lift_bags["root"] / "lift_sqlite", out, *flags) == 1
     assert message in capsys.readouterr().err

@@ -30,7 +30,7 @@ def lift_env():
 
 @pytest.fixture(scope="module")
 def camera_env():
-    env = FrankaSimEnv("lift", cameras=("agentview", "wrist"), image_size=64)
+    env = FrankaSimEnv("lift", cameras=("image", "wrist_image"), image_size=64)
     yield env
     env.close()
 
@@ -139,6 +139,9 @@ def test_images_have_the_configured_size_and_are_right_way_up(camera_env):
     rows = np.nonzero(red)[0]
     assert rows.size > 0 and rows.mean() > 32  # the cube is on the table, below the middle
     np.testing.assert_array_equal(camera_env.render(), obs["image"])
+    # The wrist camera looks down past the fingers: they darken its bottom rows, not its top.
+    dark = obs["wrist_image"].max(axis=-1) < 60
+    assert dark[-6:].mean() > 0.5 and dark[:6].mean() < 0.05
 
 
 def test_bad_arguments_are_rejected():

@@ -12,7 +12,8 @@ def test_defaults_are_the_franka_ros2_topics():
     assert topics.joint_states == "/joint_states"
     assert topics.current_pose == "/franka_robot_state_broadcaster/current_pose"
     assert topics.image == "/camera/camera/color/image_raw"
-    assert topics.wrist_image is None
+    assert topics.wrist_image == "/wrist_camera/color/image_raw"
+    assert topics.object_pose == "/object_pose"
     assert topics.target_pose == "/target_pose"
     assert topics.gripper_command == "/gripper_command"
     assert topics.episode_event == "/episode_event"
@@ -20,7 +21,10 @@ def test_defaults_are_the_franka_ros2_topics():
     assert topics.finger_joints == ("panda_finger_joint1", "panda_finger_joint2")
     assert topics.control_rate == 20.0
     assert topics.period == pytest.approx(0.05)
-    assert topics.image_topics() == {"image": "/camera/camera/color/image_raw"}
+    assert topics.image_topics() == {
+        "image": "/camera/camera/color/image_raw",
+        "wrist_image": "/wrist_camera/color/image_raw",
+    }
 
 
 def test_user_file_changes_only_its_keys_and_overrides_win(tmp_path):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cfgrl_ros.arm.command_adapter import ArmCommand, relative_rotvec, rotated
-from cfgrl_ros.observation import OBSERVATION_FIELDS, is_finite
+from cfgrl_ros.observation import OBSERVATION_FIELDS, PROPRIOCEPTION, is_finite
 from cfgrl_ros.settings import setting, setting_problems
 
 REASONS: dict[str, str] = {
@@ -342,9 +342,13 @@ class SafetyEnvelope:
     ) -> list[str]:
         if obs is None or stamp is None:
             return ["no_observation"]
-        for name, size in OBSERVATION_FIELDS.items():
-            if name not in obs or np.asarray(obs[name]).shape[-1:] != (size,):
-                return ["malformed_observation"]
+        # The arm's own fields always; the object pose only where the policy reads one.
+        if any(name not in obs for name in PROPRIOCEPTION) or any(
+            np.asarray(obs[name]).shape[-1:] != (size,)
+            for name, size in OBSERVATION_FIELDS.items()
+            if name in obs
+        ):
+            return ["malformed_observation"]
         if not is_finite(obs) or not np.isfinite(stamp):
             return ["non_finite_observation"]
         problems = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfgrl_ros.cli.arguments import finite_number, integer_at_least
+from cfgrl_ros.cli.arguments import add_topic_map_arguments, finite_number, integer_at_least
 from cfgrl_ros.paths import file_in_the_way
 from cfgrl_ros.settings import add_setting_flag
 from cfgrl_ros.sim.tasks import TASKS
@@ -74,17 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="rosbag(s) whose episodes fill DSRL-NA's replay buffer first (offline-to-online)",
     )
-    parser.add_argument(
-        "--topics", metavar="FILE", help="with --offline-bag: topic map file of the bags"
-    )
-    parser.add_argument(
-        "--topic",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --offline-bag: topic map override, e.g. joint_states=/robot/joint_states "
-        "(repeatable)",
-    )
+    add_topic_map_arguments(parser, "of the --offline-bag bags")
     parser.add_argument(
         "--synthetic-ratio",
         type=float,
@@ -306,15 +296,8 @@ def _learn_offline(agent, policy, topic_map, args: argparse.Namespace) -> str | 
     from cfgrl_ros.data.bag_reader import BagError, read_bags
     from cfgrl_ros.data.episode import mix_synthetic
 
-    image_keys = policy.config.image_keys
-    size = policy.config.image_size
     try:
-        episodes = read_bags(
-            args.offline_bag,
-            topic_map,
-            image_keys=image_keys,
-            image_size=(size[1], size[0]) if image_keys else None,
-        )
+        episodes = read_bags(args.offline_bag, topic_map, observation=policy.config.observation)
         episodes = mix_synthetic(episodes, args.synthetic_ratio, args.seed)
     except (BagError, ValueError) as error:
         return str(error)

@@ -48,3 +48,33 @@ def finite_number(
         return value
 
     return parse
+
+
+def add_topic_map_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--topics FILE and --topic KEY=VALUE (repeatable): the topic map `purpose` uses (read by
+    cfgrl_ros.data.topic_map.load_topic_map(args.topics, parse_overrides(args.topic)))."""
+    parser.add_argument(
+        "--topics", metavar="FILE", help=f"topic map file {purpose} (default: config/topics.yaml)"
+    )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"topic map override {purpose}, e.g. joint_states=/robot/joint_states; KEY= "
+        "switches an optional topic off (repeatable)",
+    )
+
+
+def camera_keys(text: str) -> tuple[str, ...]:
+    """A comma-separated list of observation image keys: "image,wrist_image"."""
+    from cfgrl_ros.observation import IMAGE_KEYS
+
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    unknown = [key for key in keys if key not in IMAGE_KEYS]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct cameras of {', '.join(IMAGE_KEYS)} separated by commas, got "
+            f"{text!r}"
+        )
+    return keys

@@ -1,6 +1,8 @@
 """Run the scripted expert in the simulator and record its episodes as a rosbag2, with the
-topics a recording of the real arm has (joint states, end-effector pose, object pose, camera
-image with --camera, commanded target pose and gripper opening, episode events, success).
+topics a recording of the real arm has (joint states, end-effector pose, object pose, the scene
+and wrist cameras with --camera, commanded target pose and gripper opening, episode events,
+success). The topic map (--topics, --topic) names the topics; `--topic object_pose=` records
+no object pose, as a real cell without object tracking would.
 --noise sets the demonstrations' quality: 0 is a near-perfect expert, 0.45 succeeds on ~40%
 of lift episodes and 0.3 on ~44% of pick_place_can episodes (docs/benchmarks.md has the
 measured tables).
@@ -13,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cfgrl_ros.cli.arguments import integer_at_least
+from cfgrl_ros.cli.arguments import add_topic_map_arguments, camera_keys, integer_at_least
+from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE, IMAGE_KEYS
 from cfgrl_ros.sim.tasks import TASKS
 
 
@@ -35,10 +38,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage", default="mcap", choices=["mcap", "sqlite3"], help="rosbag2 storage format"
     )
-    parser.add_argument(
-        "--camera", action="store_true", help="record the agentview camera image as well"
+    cameras = parser.add_mutually_exclusive_group()
+    cameras.add_argument(
+        "--camera",
+        action="store_const",
+        const=IMAGE_KEYS,
+        dest="cameras",
+        default=(),
+        help="record the scene and the wrist camera (= --cameras image,wrist_image)",
     )
-    parser.add_argument("--image-size", type=int, default=84, help="camera image side (pixels)")
+    cameras.add_argument(
+        "--cameras",
+        type=camera_keys,
+        metavar="KEYS",
+        help=f"record these cameras, comma-separated, of {','.join(IMAGE_KEYS)}",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=integer_at_least(16, 512),
+        default=DEFAULT_IMAGE_SIZE,
+        help="camera image side in pixels (a policy resizes them to its own size when reading)",
+    )
+    add_topic_map_arguments(parser, "of the recording")
     parser.add_argument(
         "--horizon", type=int, default=None, help="control ticks per episode (default: task's)"
     )
@@ -48,23 +69,24 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cfgrl_ros.data.bag_writer import BagWriteError, EpisodeBagWriter, check_new_bag_dir
+    from cfgrl_ros.data.topic_map import load_topic_map, parse_overrides
     from cfgrl_ros.sim.env import CONTROL_RATE, FrankaSimEnv
     from cfgrl_ros.sim.expert import ScriptedExpert
     from cfgrl_ros.sim.rollout import expert_episode
 
     try:
         check_new_bag_dir(args.out)  # before starting the simulator
-    except BagWriteError as error:
-        print(f"cfgrl-ros collect: {error}", file=sys.stderr)
-        return 2
-    try:
+        topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
+        silent = [key for key in args.cameras if key not in topic_map.image_topics()]
+        if silent:
+            raise ValueError(
+                f"the topic map switches camera {silent[0]} off: give it a topic with "
+                f"--topic {silent[0]}=/its/image_topic"
+            )
         env = FrankaSimEnv(
-            args.task,
-            cameras=("agentview",) if args.camera else (),
-            image_size=args.image_size,
-            horizon=args.horizon,
+            args.task, cameras=args.cameras, image_size=args.image_size, horizon=args.horizon
         )
-    except ValueError as error:
+    except (BagWriteError, ValueError, FileNotFoundError) as error:
         print(f"cfgrl-ros collect: {error}", file=sys.stderr)
         return 2
     successes = 0
@@ -77,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 adapter=env.adapter,
                 control_rate=CONTROL_RATE,
                 task=args.task,
+                topic_map=topic_map,
             )
         except (ValueError, BagWriteError) as error:
             print(f"cfgrl-ros collect: {error}", file=sys.stderr)

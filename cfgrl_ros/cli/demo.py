@@ -316,7 +316,7 @@ def evaluate_adapted(
     policy = FlowPolicy.load(policy_path, device="cpu")
     agent = NoiseAgent.load(out / "dsrl" / "agent", policy, device="cpu")
     weight = agent.guidance_weight
-    camera_env = FrameRecorder(FrankaSimEnv(task, cameras=("agentview",), image_size=VIDEO_SIZE))
+    camera_env = FrameRecorder(FrankaSimEnv(task, cameras=("image",), image_size=VIDEO_SIZE))
     filmed = make_noise_env(camera_env, policy, weight, agent.config)
     plain = make_noise_env(FrankaSimEnv(task), policy, weight, agent.config)
     rates, films = {}, {}

@@ -14,15 +14,18 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cfgrl_ros.cli.arguments import add_topic_map_arguments, integer_at_least
+from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE, OBSERVATIONS
 
 if TYPE_CHECKING:  # torch is imported only when training runs: `pretrain --help` stays fast
     from cfgrl_ros.policy.training import TrainConfig
 
 # --labels -> the advantage estimator of the value function (none: no value function)
 LABELS = ("mc", "iql", "none")
-DEFAULT_IMAGE_SIZE = 84
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,53 +75,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use synthetic episodes (cfgrl-ros synthesize) up to R control ticks per recorded "
         "tick, drawn at random; 0 ignores them (default: all of them)",
     )
-    parser.add_argument("--topics", default=unset, metavar="FILE", help="topic map file")
+    add_topic_map_arguments(parser, "of the bags")
     parser.add_argument(
-        "--topic",
-        action="append",
+        "--observation",
+        choices=sorted(OBSERVATIONS),
         default=unset,
-        metavar="KEY=VALUE",
-        help="topic map override, e.g. joint_states=/robot/joint_states (repeatable)",
+        help="what the policy sees. state: joint positions, gripper width, end-effector pose "
+        "and the object pose (the simulator's ground truth); vision: the same proprioception "
+        "with the scene and wrist cameras and no object pose (what a real cell has). Finer "
+        "choices: `observation:` under `policy:` in --config (state_fields, image_keys, "
+        "image_size). Default: the config's, else state",
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=integer_at_least(1),
         default=unset,
         help="side (pixels) of the square images cameras are resized to, when the policy uses "
-        f"cameras (default: the config's policy image_size, else {DEFAULT_IMAGE_SIZE})",
+        f"cameras (default: the config's image_size, else {DEFAULT_IMAGE_SIZE})",
     )
 
 
-def load_train_config(path: str | Path | None, image_size: int | None = None) -> TrainConfig:
-    """TrainConfig from a YAML file of its fields (the policy's under `policy:`).
+def load_train_config(
+    path: str | Path | None, observation: str | None = None, image_size: int | None = None
+) -> TrainConfig:
+    """TrainConfig from a YAML file of its fields (the policy's under `policy:`; none: the
+    defaults), with the policy's observation replaced by OBSERVATIONS[`observation`] if given.
 
-    A policy with cameras gets square images of side `image_size` (when given, or when the
-    file sets none: DEFAULT_IMAGE_SIZE).
+    A policy with cameras gets square images of side `image_size` (when given, or when its
+    observation sets none: DEFAULT_IMAGE_SIZE).
     """
     from cfgrl_ros.data.topic_map import read_yaml_mapping
     from cfgrl_ros.policy.training import TrainConfig
 
-    if path is None:
-        return TrainConfig()  # state only
-    values = read_yaml_mapping(path, "training config")
+    values = {} if path is None else read_yaml_mapping(path, "training config")
     policy = values.pop("policy", None) or {}
-    if not isinstance(policy, dict):
+    if not isinstance(policy, Mapping):
         raise ValueError(
             f"training config {path}: policy is {policy!r} ({type(policy).__name__}), expected a "
             "mapping of PolicyConfig fields such as `horizon: 8`"
         )
     policy = dict(policy)
-    if policy.get("image_keys") and (image_size is not None or not policy.get("image_size")):
+    if observation is not None:
+        policy["observation"] = dataclasses.asdict(OBSERVATIONS[observation])
+    spec = policy.get("observation")
+    cameras = isinstance(spec, Mapping) and spec.get("image_keys")
+    if cameras and (image_size is not None or not spec.get("image_size")):
         side = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-        policy["image_size"] = (side, side)  # PolicyConfig checks the encoder's minimum size
+        policy["observation"] = {**spec, "image_size": (side, side)}
     try:
         return TrainConfig.from_dict({**values, "policy": policy})
     except ValueError as error:
-        raise ValueError(f"training config {path}: {error}") from None
+        raise ValueError(f"training config {path or '(defaults)'}: {error}") from None
 
 
 def _config_from_args(flags: dict[str, Any]) -> TrainConfig:
-    config = load_train_config(flags.get("config"), flags.get("image_size"))
+    config = load_train_config(
+        flags.get("config"), flags.get("observation"), flags.get("image_size")
+    )
     changes = {
         name: flags[name]
         for name in ("method", "steps", "value_steps", "device", "seed")
@@ -203,14 +216,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{out if out.exists() else state_path} exists: {resume}choose another --out"
             )
-        topic_map = load_topic_map(flags.get("topics"), parse_overrides(flags.get("topic", [])))
-        height_width = config.policy.image_size
-        episodes = read_bags(
-            args.bag,
-            topic_map,
-            image_keys=config.policy.image_keys,
-            image_size=height_width[::-1] if height_width else None,  # OpenCV: (width, height)
-        )
+        topic_map = load_topic_map(flags.get("topics"), parse_overrides(flags["topic"]))
+        episodes = read_bags(args.bag, topic_map, observation=config.policy.observation)
         episodes = mix_synthetic(episodes, flags.get("synthetic_ratio"), config.seed)
         task = episodes_task(episodes)
         config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, task=task))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cfgrl_ros.cli.arguments import finite_number, integer_at_least
+from cfgrl_ros.cli.arguments import add_topic_map_arguments, finite_number, integer_at_least
 
 if TYPE_CHECKING:  # imported lazily at run time: `--help` stays instant
     from collections.abc import Callable
@@ -102,14 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Euler steps of the target policy (default: its own)",
     )
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
-    parser.add_argument("--topics", metavar="FILE", help="topic map file (reading and writing)")
-    parser.add_argument(
-        "--topic",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="topic map override, e.g. joint_states=/robot/joint_states (repeatable)",
-    )
+    add_topic_map_arguments(parser, "of the bags read and written")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -204,7 +197,7 @@ def _read_inputs(args: argparse.Namespace) -> _Inputs:
     )
     given_model = _given_model(args.model, device)
     topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
-    episodes = read_bags(args.bag, topic_map, image_keys=())
+    episodes = read_bags(args.bag, topic_map)
     recorded = [episode for episode in episodes if not episode.synthetic]
     if len(recorded) < len(episodes):
         # A model of its own samples would drift further from the real dynamics each round.

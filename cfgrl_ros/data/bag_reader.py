@@ -39,6 +39,7 @@ from cfgrl_ros.data.bag_writer import CONTROL_RATE_KEY, SYNTHETIC_KEY, TASK_KEY,
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays
+from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -191,23 +192,28 @@ class _BagEpisodes:
         path: Path,
         topic_map: TopicMap,
         adapter: ArmCommandAdapter,
-        image_keys: Sequence[str] | None,
-        image_size: tuple[int, int] | None,
+        observation: ObservationSpec,
     ) -> None:
         self.path = path
         self.topics = topic_map
         self.adapter = adapter
         cameras = topic_map.image_topics()
-        if image_keys is None:
-            image_keys = tuple(cameras)
-        unused = [key for key in image_keys if key not in cameras]
+        unused = [key for key in observation.image_keys if key not in cameras]
         if unused:
             raise BagError(
                 f"camera {unused} is switched off in the topic map (its cameras: "
                 f"{cameras}); set its topic with --topic {unused[0]}=/its/image_topic"
             )
-        self.cameras = {key: cameras[key] for key in image_keys}
-        self.image_size = image_size
+        self.cameras = {key: cameras[key] for key in observation.image_keys}
+        size = observation.image_size
+        self.image_size = None if size is None else (size[1], size[0])  # OpenCV: (width, height)
+        self.object_pose = observation.uses_object_pose
+        if self.object_pose and topic_map.object_pose is None:
+            raise BagError(
+                "the observation reads the object pose but the topic map switches object_pose "
+                "off: set it with --topic object_pose=/its/pose_topic, or read without it (a "
+                "policy trained with --observation vision)"
+            )
         self.period_ns = round(1e9 / topic_map.control_rate)
         self.max_age_ns = round(topic_map.max_staleness * 1e9)
 
@@ -217,10 +223,11 @@ class _BagEpisodes:
         wanted = {
             "joint_states": self.topics.joint_states,
             "current_pose": self.topics.current_pose,
-            "object_pose": self.topics.object_pose,
             "target_pose": self.topics.target_pose,
             "gripper_command": self.topics.gripper_command,
         }
+        if self.object_pose:
+            wanted["object_pose"] = self.topics.object_pose
         wanted.update(self.cameras)
         optional = {"episode_event": self.topics.episode_event, "success": self.topics.success}
         listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(available.items()))
@@ -230,6 +237,11 @@ class _BagEpisodes:
                 f"bag {self.path} lacks topics {missing} of the topic map. It has: {listing}. "
                 "Map them with a topic map file (--topics FILE) or --topic KEY=/topic"
                 + (", or read without cameras" if self.cameras else "")
+                + (
+                    ", or without the object pose (--observation vision)"
+                    if "object_pose" not in self.cameras and self.object_pose
+                    else ""
+                )
             )
         wanted.update({key: topic for key, topic in optional.items() if topic in available})
         connections = {}
@@ -495,7 +507,7 @@ class _BagEpisodes:
         where = f"bag {self.path}, episode {index} (starting at {window.start * 1e-9:.3f} s)"
         valid = {}
         rows = {}
-        for key in ("joint_states", "current_pose", "object_pose"):
+        for key in ("joint_states", "current_pose", "object_pose")[: 2 + self.object_pose]:
             rows[key], valid[key] = streams[key].latest(ticks, self.max_age_ns)
         command_at = ticks + self.period_ns - 1
         targets = streams["target_pose"]
@@ -531,15 +543,15 @@ class _BagEpisodes:
 
         joints = np.stack([streams["joint_states"].values[i] for i in rows["joint_states"][keep]])
         eef = np.stack([streams["current_pose"].values[i] for i in rows["current_pose"][keep]])
-        obj = np.stack([streams["object_pose"].values[i] for i in rows["object_pose"][keep]])
         observations: dict[str, np.ndarray] = {
             "joint_pos": joints[:, :-1],
             "gripper_width": joints[:, -1:],
             "eef_pos": eef[:, :3],
             "eef_quat": eef[:, 3:],
-            "object_pos": obj[:, :3],
-            "object_quat": obj[:, 3:],
         }
+        if self.object_pose:
+            obj = np.stack([streams["object_pose"].values[i] for i in rows["object_pose"][keep]])
+            observations |= {"object_pos": obj[:, :3], "object_quat": obj[:, 3:]}
         observations = {k: v.astype(np.float32) for k, v in observations.items()}
         targets_in_force = np.stack([targets.values[i] for i in rows["target_pose"][keep]])
         gripper = streams["gripper_command"]
@@ -552,17 +564,13 @@ class _BagEpisodes:
             ],
             dtype=np.float64,
         )
+        values = {"joint_states": joints, "current_pose": eef}  # observations first: ties
+        if self.object_pose:
+            values["object_pose"] = obj
+        values |= {"target_pose": targets_in_force, "gripper_command": widths[:, None]}
         problem = self._invalid_value(
             ticks[keep],
-            {
-                "joint_states": np.hstack(
-                    [observations["joint_pos"], observations["gripper_width"]]
-                ),
-                "current_pose": np.hstack([observations["eef_pos"], observations["eef_quat"]]),
-                "object_pose": np.hstack([observations["object_pos"], observations["object_quat"]]),
-                "target_pose": targets_in_force,
-                "gripper_command": widths[:, None],
-            },
+            values,
             {"current_pose": eef[:, 3:], "target_pose": targets_in_force[:, 3:]},
         )
         if problem is not None:
@@ -628,21 +636,21 @@ def read_bag(
     path: str | Path,
     topic_map: TopicMap | None = None,
     adapter: ArmCommandAdapter | None = None,
-    image_keys: Sequence[str] | None = None,
-    image_size: tuple[int, int] | None = None,
+    observation: ObservationSpec = OBSERVATIONS["state"],
 ) -> list[Episode]:
     """The episodes recorded in one rosbag2 bag (a directory, or its .db3/.mcap file).
 
     `topic_map` defaults to config/topics.yaml and `adapter` to the default adapter settings
-    (its step sizes must be the arm's). `image_keys` are the cameras to read ("image",
-    "wrist_image"; default: every camera of the topic map; () for none): their topics are then
-    required, decoded to RGB and resized to `image_size` = (width, height) when given.
+    (its step sizes must be the arm's). `observation` names what is read (a policy's inputs;
+    default: the arm and the object pose, no cameras): the arm's topics always, the object pose
+    only when it is a state field, and its cameras, decoded to RGB and resized to its image
+    size (kept as recorded when that is None). Topics it needs are required.
     Raises BagError.
     """
     path = Path(path)
     _check_path(path)
     reader = _BagEpisodes(
-        path, topic_map or load_topic_map(), adapter or ArmCommandAdapter(), image_keys, image_size
+        path, topic_map or load_topic_map(), adapter or ArmCommandAdapter(), observation
     )
     return reader.episodes()
 
@@ -670,10 +678,10 @@ def read_bags(
     paths: Sequence[str | Path],
     topic_map: TopicMap | None = None,
     adapter: ArmCommandAdapter | None = None,
-    image_keys: Sequence[str] | None = None,
-    image_size: tuple[int, int] | None = None,
+    observation: ObservationSpec = OBSERVATIONS["state"],
 ) -> list[Episode]:
-    """The episodes of several bags, in order; BagError when their images differ in size."""
+    """The episodes of several bags (read as read_bag does), in order; BagError when their
+    images differ in size."""
     if not paths:
         raise BagError("no bags given")
     _check_distinct(paths)
@@ -682,7 +690,7 @@ def read_bags(
     episodes: list[Episode] = []
     shapes: dict[str, tuple[tuple, str]] = {}
     for path in paths:
-        for episode in read_bag(path, topic_map, adapter, image_keys, image_size):
+        for episode in read_bag(path, topic_map, adapter, observation):
             for key, frames in episode.observations.items():
                 if "image" not in key:
                     continue

@@ -1,12 +1,13 @@
 """Write episodes as the rosbag2 a recording of the real arm would be.
 
-Each control tick gets the observation messages (joint states, end-effector pose, object pose,
-camera images) at the tick time, then, a tenth of a period later (a policy answers its
-observation after a few milliseconds), the commanded target pose and gripper opening computed
-from the episode's normalised action by the same `ArmCommandAdapter` the arm uses. Episodes are
-framed by /episode_event markers ("start" at the first tick, "success"/"failure" one period
-after the last) and a /success Bool at the end, and separated by twice the topic map's episode
-gap. Messages are serialised with the `rosbags` CDR serialiser (no rclpy).
+Each control tick gets the observation messages (joint states, end-effector pose; object pose
+and camera images where the topic map names them) at the tick time, then, a tenth of a period
+later (a policy answers its observation after a few milliseconds), the commanded target pose
+and gripper opening computed from the episode's normalised action by the same
+`ArmCommandAdapter` the arm uses. Episodes are framed by /episode_event markers ("start" at
+the first tick, "success"/"failure" one period after the last) and a /success Bool at the end,
+and separated by twice the topic map's episode gap. Messages are serialised with the
+`rosbags` CDR serialiser (no rclpy).
 
 The bag is written into a hidden temporary directory beside `out_dir` and renamed to `out_dir`
 only when it is complete, so an interrupted write never leaves a bag that looks whole.
@@ -30,7 +31,7 @@ from rosbags.typesys import Stores, get_typestore
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
-from cfgrl_ros.observation import OBSERVATION_FIELDS
+from cfgrl_ros.observation import OBJECT_POSE, OBSERVATION_FIELDS
 from cfgrl_ros.paths import file_in_the_way
 
 # Bag metadata custom_data keys written by this package.
@@ -223,6 +224,8 @@ class EpisodeBagWriter:
 
     def _check(self, episode: Episode) -> None:
         for name, size in OBSERVATION_FIELDS.items():
+            if name in OBJECT_POSE and self.topic_map.object_pose is None:
+                continue  # not recorded
             values = episode.observations.get(name)
             if values is None:
                 raise BagWriteError(f"episode has no observation {name!r}; it cannot be recorded")
@@ -278,11 +281,12 @@ class EpisodeBagWriter:
             )
             eef_pos, eef_quat = obs["eef_pos"][tick], obs["eef_quat"][tick]
             self._write(topics.current_pose, stamp, _pose_stamped(stamp, eef_pos, eef_quat))
-            self._write(
-                topics.object_pose,
-                stamp,
-                _pose_stamped(stamp, obs["object_pos"][tick], obs["object_quat"][tick]),
-            )
+            if topics.object_pose:
+                self._write(
+                    topics.object_pose,
+                    stamp,
+                    _pose_stamped(stamp, obs["object_pos"][tick], obs["object_quat"][tick]),
+                )
             for key, topic in images.items():
                 self._write(topic, stamp, _image(stamp, obs[key][tick], f"{key}_optical_frame"))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cfgrl_ros.arm.command_adapter import ACTION_DIM  # dx .. dyaw, grip; each in [-1, 1]
-from cfgrl_ros.observation import state_vector
+from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
 
 
 @dataclass
@@ -45,9 +45,9 @@ class Episode:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def states(self) -> np.ndarray:
-        """[T, STATE_DIM] float32 state vectors."""
-        return state_vector(self.observations)
+    def states(self, observation: ObservationSpec = OBSERVATIONS["state"]) -> np.ndarray:
+        """[T, state_dim] float32 state vectors of `observation` (default: every field)."""
+        return observation.state_vector(self.observations)
 
 
 def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from cfgrl_ros.paths import config_path
 
 DEFAULT_FILE = "topics.yaml"
 # Keys naming a topic that may be switched off with "" or null.
-OPTIONAL_TOPICS = ("image", "wrist_image", "episode_event", "success")
+OPTIONAL_TOPICS = ("object_pose", "image", "wrist_image", "episode_event", "success")
 TOPIC_KEYS = (
     "joint_states",
     "current_pose",
@@ -39,7 +39,7 @@ class TopicMap:
 
     joint_states: str
     current_pose: str
-    object_pose: str
+    object_pose: str | None
     image: str | None
     wrist_image: str | None
     target_pose: str

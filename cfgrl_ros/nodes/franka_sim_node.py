@@ -45,7 +45,7 @@ TOPICS = {
         "PoseStamped published: the end-effector pose",
     ),
     "object_pose_topic": ("object_pose", "PoseStamped published: the object's pose"),
-    "image_topic": ("camera/camera/color/image_raw", "Image published: the agentview camera"),
+    "image_topic": ("camera/camera/color/image_raw", "Image published: the scene camera"),
     "wrist_image_topic": ("wrist_camera/color/image_raw", "Image published: the wrist camera"),
     "success_topic": ("success", "Bool published: the task is done"),
     "target_pose_topic": ("target_pose", "PoseStamped followed: the end-effector target"),
@@ -72,9 +72,9 @@ class FrankaSimNode(Node):
         cameras = declare(
             self,
             "cameras",
-            ["agentview"],
-            f"cameras published when use_camera is true: {sorted(CAMERAS)} (agentview on "
-            "image_topic, wrist on wrist_image_topic)",
+            list(CAMERAS),
+            f"cameras published when use_camera is true, of {list(CAMERAS)}: the scene camera "
+            "on image_topic, the wrist camera on wrist_image_topic",
         )
         image_size = declare(self, "image_size", 84, "image side (pixels)", integer_range=(16, 512))
         seed = declare(
@@ -111,10 +111,9 @@ class FrankaSimNode(Node):
         self.object_publisher = self.create_publisher(
             PoseStamped, topics["object_pose_topic"], observation_qos
         )
-        image_keys = [CAMERAS[camera][1] for camera in env.cameras]  # "image", "wrist_image"
         self.image_publishers = {
             key: self.create_publisher(Image, topics[f"{key}_topic"], observation_qos)
-            for key in image_keys
+            for key in env.cameras
         }
         self.success_publisher = self.create_publisher(Bool, topics["success_topic"], command_qos)
         # Created before the target subscription: when both are waiting, rclpy takes them in

@@ -170,23 +170,26 @@ class PolicyNode(Node):
         self.mode_guard = declare_robot_mode_guard(self)
         self._check_home_inside_the_boxes()
 
-        # Observation topics: part -> latest message.
+        # Observation topics, exactly the policy's inputs: part -> latest message.
         self._latest: dict[str, Any] = {}
+        self.observation_spec = self.policy.config.observation
         subscriptions = {
             "joint_states": (JointState, "joint_states"),
             "current_pose": (PoseStamped, CURRENT_POSE_TOPIC),
-            "object_pose": (PoseStamped, "object_pose"),
         }
-        self.image_keys = self.policy.config.image_keys
-        for key in self.image_keys:
+        if self.observation_spec.uses_object_pose:
+            subscriptions["object_pose"] = (PoseStamped, "object_pose")
+        for key in self.observation_spec.image_keys:
             subscriptions[key] = (Image, self.image_topics[key])
-        for part, (message_type, topic) in subscriptions.items():
-            self.create_subscription(
+        self.observation_topics = {  # part -> resolved topic name, for messages
+            part: self.create_subscription(
                 message_type,
                 topic,
                 lambda message, part=part: self._on_observation(part, message),
                 qos_profile_sensor_data,
-            )
+            ).topic_name
+            for part, (message_type, topic) in subscriptions.items()
+        }
 
         self.torch_policy = TorchPolicy(self.policy, self.denoising_steps)
         self.loop = DecisionLoop(
@@ -236,7 +239,8 @@ class PolicyNode(Node):
             f"policy {self.checkpoint} on {self.policy.device}: chunks {config.horizon}x"
             f"{config.action_dim}, executing {self.loop_settings.exec_horizon} per decision, "
             f"w = {self.guidance_weight}, "
-            f"{'lockstep' if self.loop_settings.lockstep else 'timer'} control"
+            f"{'lockstep' if self.loop_settings.lockstep else 'timer'} control; it reads "
+            f"{self.observation_spec.describe()}"
         )
 
     # ---------------------------------------------------------------------------- parameters
@@ -352,10 +356,10 @@ class PolicyNode(Node):
                 f"{checkpoint} was trained on {config.task} demonstrations, the simulator runs "
                 f"{self.task}: launch with task:={config.task} (or train a {self.task} policy)"
             )
-        if config.image_keys and not self.use_camera:
+        if config.observation.image_keys and not self.use_camera:
             raise ValueError(
-                f"{checkpoint} was trained with camera images {list(config.image_keys)}: launch "
-                "with use_camera:=true"
+                f"{checkpoint} was trained with camera images "
+                f"{list(config.observation.image_keys)}: launch with use_camera:=true"
             )
         trained = (config.max_translation, config.max_rotation)
         if not np.allclose(
@@ -410,34 +414,57 @@ class PolicyNode(Node):
     def _observation(self, with_images: bool, arm_only: bool = False) -> Observed | None:
         """The latest observation and its stamp (its oldest part's), None if incomplete.
 
-        ``arm_only`` (homing): only joint states and pose are needed; the object, which may be
-        gone between episodes, is replaced by a placeholder that nothing acts on.
+        ``arm_only`` (homing): only joint states and pose are needed (the object may be gone
+        between episodes, and the cameras are not looked at).
         Raises ValueError for messages that do not fit (wrong joint names, image encoding).
         """
         parts = ARM_PARTS if arm_only else self.loop.fields
+        silent = self.silent_topics(parts, now_seconds(self))
+        if silent:
+            # The envelope holds the arm (no or a stale observation); this says which topic.
+            self.get_logger().warning(
+                f"holding the arm: {'; '.join(silent)}", throttle_duration_sec=5.0
+            )
         if any(part not in self._latest for part in parts):
             return None
         joints = self._latest["joint_states"]
         joint_pos, gripper_width = joint_arrays(joints, self.arm_joints, self.finger_joints)
         eef_pos, eef_quat = pose_arrays(self._latest["current_pose"])
-        if arm_only:
-            object_pos, object_quat = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
-        else:
-            object_pos, object_quat = pose_arrays(self._latest["object_pose"])
         observation = {
             "joint_pos": joint_pos,
             "gripper_width": gripper_width,
             "eef_pos": eef_pos,
             "eef_quat": eef_quat,
-            "object_pos": object_pos,
-            "object_quat": object_quat,
         }
-        if with_images and self.image_keys:
-            height, width = self.policy.config.image_size
-            for key in self.image_keys:
-                observation[key] = image_array(self._latest[key], (width, height))
+        if not arm_only and self.observation_spec.uses_object_pose:
+            object_pos, object_quat = pose_arrays(self._latest["object_pose"])
+            observation |= {"object_pos": object_pos, "object_quat": object_quat}
+        if with_images and not arm_only:
+            height, width = self.observation_spec.image_size or (0, 0)
+            for key in self.observation_spec.image_keys:
+                try:
+                    observation[key] = image_array(self._latest[key], (width, height))
+                except ValueError as error:
+                    raise ValueError(f"{self.image_topics[key]}: {error}") from None
         stamp = min(stamp_seconds(self._latest[part].header.stamp) for part in parts)
         return observation, stamp
+
+    def silent_topics(self, parts: Sequence[str], now: float) -> list[str]:
+        """The observation topics of `parts` with no message yet, or (timer mode: a lockstep
+        simulator stands still between steps) none newer than safety.max_observation_age."""
+        silent = []
+        for part in parts:
+            topic = self.observation_topics[part]
+            if part not in self._latest:
+                silent.append(f"no message on {topic} yet")
+                continue
+            age = now - stamp_seconds(self._latest[part].header.stamp)
+            if not self.loop_settings.lockstep and age > self.safety_config.max_observation_age:
+                silent.append(
+                    f"{topic} is {age:.2f} s old (safety.max_observation_age "
+                    f"{self.safety_config.max_observation_age} s)"
+                )
+        return silent
 
     def _on_noise(self, message: JointTrajectory) -> None:
         try:

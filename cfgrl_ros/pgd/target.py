@@ -64,10 +64,11 @@ def flow_policy_action(
     without one it is zero, the centre of the base policy's N(0, I) noise. Needs a state-only
     policy: synthetic states have no camera images.
     """
-    if policy.config.image_keys:
+    if policy.config.observation.image_keys:
         raise ValueError(
-            f"policy guidance needs a state-only policy, this one uses cameras "
-            f"{list(policy.config.image_keys)} and synthetic trajectories have no images"
+            "policy guidance needs a state-only policy, this one uses cameras "
+            f"{list(policy.config.observation.image_keys)} and synthetic trajectories have no "
+            "images"
         )
     if noise_agent is not None and decode_steps is None:
         decode_steps = noise_agent.config.decode_steps  # the decoder the agent learned with

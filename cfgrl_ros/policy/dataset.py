@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cfgrl_ros.data.episode import Episode, action_chunks
+from cfgrl_ros.observation import ObservationSpec
 
 
 @dataclass
@@ -68,13 +69,13 @@ class ChunkDataset:
 def build_dataset(
     episodes: Sequence[Episode],
     horizon: int,
-    image_keys: Sequence[str],
-    image_size: tuple[int, int] | None,
+    observation: ObservationSpec,
     discount: float,
     value_horizon: int,
     device: torch.device,
 ) -> ChunkDataset:
-    """Flatten episodes into a ChunkDataset; raises ValueError naming a bad episode."""
+    """Flatten episodes into a ChunkDataset of the inputs `observation` names (the policy's);
+    raises ValueError naming a bad episode."""
     if not any(not episode.synthetic for episode in episodes):
         raise ValueError(
             f"no recorded episodes among the {len(episodes)} given: the policy learns from "
@@ -96,11 +97,12 @@ def build_dataset(
             "td_valid",
         )
     }
+    image_keys, image_size = observation.image_keys, observation.image_size
     images: dict[str, list[np.ndarray]] = {key: [] for key in image_keys}
     offset = 0
     for index, (number, episode) in enumerate(numbered):
         length = len(episode)
-        states = episode.states()
+        states = episode.states(observation)
         if not np.all(np.isfinite(states)) or not np.all(np.isfinite(episode.actions)):
             raise ValueError(f"episode {number} has NaN or infinite states or actions")
         columns["states"].append(states)

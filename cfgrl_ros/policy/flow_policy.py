@@ -32,14 +32,14 @@ from torch import nn
 
 from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
-from cfgrl_ros.observation import IMAGE_KEYS, STATE_DIM, state_vector
+from cfgrl_ros.observation import OBSERVATION_FIELDS, ObservationSpec
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
 from cfgrl_ros.policy.config_types import typed_fields
 from cfgrl_ros.policy.networks import ImageEncoder, StateEncoder, VelocityField, mlp
 from cfgrl_ros.policy.normaliser import Normaliser
 
 CHECKPOINT_FORMAT = "cfgrl_ros.flow_policy"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the inputs are an ObservationSpec (1: the full state, use_state)
 
 CONDITIONS = ("optimality", "goal", "none")
 # Condition indices. In goal mode every row that is not NULL is conditioned on its goal.
@@ -60,15 +60,13 @@ class PolicyConfig:
     ``condition`` is set by ``train_policy`` from the training method.
     """
 
-    state_dim: int = STATE_DIM  # the length of cfgrl_ros.observation.state_vector()
+    # What the policy reads: state fields and cameras (cfgrl_ros.observation).
+    observation: ObservationSpec = dataclasses.field(default_factory=ObservationSpec)
     action_dim: int = ACTION_DIM
     horizon: int = 8  # H: actions per chunk
     flow_steps: int = 10  # K: Euler steps when decode() is not told otherwise
     # "optimality" (CFGRL), "goal" (goal-conditioned) or "none" (BC, AWR)
     condition: str = "optimality"
-    use_state: bool = True  # encode the low-dimensional state
-    image_keys: tuple[str, ...] = ()  # cameras to encode, from cfgrl_ros.observation.IMAGE_KEYS
-    image_size: tuple[int, int] | None = None  # (height, width) of the images; needed with cameras
     state_hidden_dims: tuple[int, ...] = (256,)
     state_feature_dim: int = 64
     image_feature_dim: int = 64
@@ -89,16 +87,10 @@ class PolicyConfig:
         problems = []
         if self.condition not in CONDITIONS:
             problems.append(f"condition {self.condition!r} is not one of {CONDITIONS}")
-        unknown = [key for key in self.image_keys if key not in IMAGE_KEYS]
-        if unknown:
-            problems.append(f"image_keys {unknown} are not camera keys {IMAGE_KEYS}")
-        if not self.use_state and not self.image_keys:
-            problems.append("the policy sees nothing: set use_state or give image_keys")
-        if self.image_keys and (self.image_size is None or min(self.image_size) < MIN_IMAGE_SIZE):
-            problems.append(
-                f"image_size {self.image_size} must be (height, width), both >= {MIN_IMAGE_SIZE}"
-            )
-        for name in ("state_dim", "action_dim", "horizon", "flow_steps"):
+        size = self.observation.image_size
+        if self.observation.image_keys and (size is None or min(size) < MIN_IMAGE_SIZE):
+            problems.append(f"image_size {size} must be (height, width), both >= {MIN_IMAGE_SIZE}")
+        for name in ("action_dim", "horizon", "flow_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.hidden_dims:
@@ -115,6 +107,11 @@ class PolicyConfig:
             raise ValueError(f"policy config has unknown fields {unknown} (known: {sorted(names)})")
         return cls(**typed_fields(cls, values, prefix="policy."))
 
+    @property
+    def state_dim(self) -> int:
+        """The length of the state vector the observation spec makes."""
+        return self.observation.state_dim
+
 
 class FlowPolicy(nn.Module):
     """Observation encoders + velocity field + normalisers; see the module docstring.
@@ -129,17 +126,16 @@ class FlowPolicy(nn.Module):
         self.config = config
         self.state_normaliser = Normaliser(config.state_dim, STATE_MIN_STD)
         self.action_normaliser = Normaliser(config.action_dim, ACTION_MIN_STD)
-        self.state_encoder = (
-            StateEncoder(config.state_dim, config.state_hidden_dims, config.state_feature_dim)
-            if config.use_state
-            else None
+        self.state_encoder = StateEncoder(
+            config.state_dim, config.state_hidden_dims, config.state_feature_dim
         )
+        observation = config.observation
         self.image_encoders = nn.ModuleDict(
             {
                 key: ImageEncoder(
-                    config.image_size, config.image_feature_dim, config.image_channels
+                    observation.image_size, config.image_feature_dim, config.image_channels
                 )
-                for key in config.image_keys
+                for key in observation.image_keys
             }
         )
         # One learned vector per condition index: NULL, NOT_OPTIMAL, OPTIMAL.
@@ -165,8 +161,8 @@ class FlowPolicy(nn.Module):
     @property
     def feature_dim(self) -> int:
         """Length of the feature vector encode() returns."""
-        state = self.config.state_feature_dim if self.config.use_state else 0
-        return state + self.config.image_feature_dim * len(self.config.image_keys)
+        cameras = len(self.config.observation.image_keys)
+        return self.config.state_feature_dim + self.config.image_feature_dim * cameras
 
     @property
     def device(self) -> torch.device:
@@ -180,9 +176,9 @@ class FlowPolicy(nn.Module):
 
         Single-tick observations get a batch axis of one.
         """
-        state = state_vector(observation)
+        state = self.config.observation.state_vector(observation)
         inputs = {"state": state[None] if state.ndim == 1 else state}
-        for key in self.config.image_keys:
+        for key in self.config.observation.image_keys:
             if key not in observation:
                 raise ValueError(
                     f"the policy needs camera image {key!r} but the observation has only "
@@ -196,7 +192,7 @@ class FlowPolicy(nn.Module):
         self, obs: Mapping[str, np.ndarray | torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Check shapes and move the encode() inputs to the policy's device."""
-        needed = (["state"] if self.config.use_state else []) + list(self.config.image_keys)
+        needed = ["state", *self.config.observation.image_keys]
         missing = [key for key in needed if key not in obs]
         if missing:
             raise ValueError(f"policy input is missing {missing} (has {sorted(obs)})")
@@ -207,7 +203,7 @@ class FlowPolicy(nn.Module):
                 expected = (self.config.state_dim,)
                 value = value.float()
             else:
-                expected = (*self.config.image_size, 3)
+                expected = (*self.config.observation.image_size, 3)
                 if value.dtype != torch.uint8:
                     raise ValueError(f"camera image {key!r} must be uint8 RGB, got {value.dtype}")
             if value.ndim != len(expected) + 1 or tuple(value.shape[1:]) != expected:
@@ -228,10 +224,8 @@ class FlowPolicy(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Encoder features of checked input tensors; shift_pad > 0 augments images (training)."""
-        parts = []
-        if self.state_encoder is not None:
-            state = self.state_normaliser.normalise(inputs["state"]).clamp(-STATE_CLIP, STATE_CLIP)
-            parts.append(self.state_encoder(state))
+        state = self.state_normaliser.normalise(inputs["state"]).clamp(-STATE_CLIP, STATE_CLIP)
+        parts = [self.state_encoder(state)]
         for key, encoder in self.image_encoders.items():
             parts.append(encoder(inputs[key], shift_pad, generator))
         return torch.cat(parts, dim=-1)
@@ -434,10 +428,10 @@ class FlowPolicy(nn.Module):
             ) from error
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a cfgrl_ros flow policy checkpoint")
-        if payload.get("format_version") != CHECKPOINT_VERSION:
+        if payload.get("format_version") not in (1, CHECKPOINT_VERSION):
             raise ValueError(
                 f"{path} has checkpoint format version {payload.get('format_version')}, this "
-                f"build reads version {CHECKPOINT_VERSION}; retrain with `cfgrl-ros pretrain`"
+                f"build reads versions 1 to {CHECKPOINT_VERSION}; retrain with `cfgrl-ros pretrain`"
             )
         values, weights = payload.get("config"), payload.get("state_dict")
         if not (
@@ -450,15 +444,12 @@ class FlowPolicy(nn.Module):
                 "weights)"
             )
         try:
+            if payload["format_version"] == 1:
+                values = _version_1_config(values)
             config = PolicyConfig.from_dict(values)
         except ValueError as error:
             raise ValueError(f"policy checkpoint {path} has an invalid config: {error}") from None
         problems = []
-        if config.state_dim != STATE_DIM:
-            problems.append(
-                f"checkpoint has state_dim {config.state_dim}, this build expects {STATE_DIM} "
-                "(cfgrl_ros.observation.STATE_DIM)"
-            )
         if config.action_dim != ACTION_DIM:
             problems.append(
                 f"checkpoint has action_dim {config.action_dim}, this build expects {ACTION_DIM}"
@@ -486,6 +477,22 @@ class FlowPolicy(nn.Module):
             )
         policy.load_state_dict(weights)
         return policy.to(resolve_device(device)).eval()
+
+
+def _version_1_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 config (flat camera fields; the state was every field) in version 2's terms."""
+    values = dict(values)
+    full_state = sum(OBSERVATION_FIELDS.values()) + 3  # version 1's state vector
+    state_dim = values.pop("state_dim", full_state)
+    if state_dim != full_state:
+        raise ValueError(f"checkpoint has state_dim {state_dim}, this build expects {full_state}")
+    if not values.pop("use_state", True):
+        raise ValueError("it reads cameras without any state, which this build no longer runs")
+    values["observation"] = {
+        "image_keys": values.pop("image_keys", []),
+        "image_size": values.pop("image_size", None),
+    }
+    return values
 
 
 def _state_dict_mismatches(

@@ -318,8 +318,7 @@ def train_policy(
     data = build_dataset(
         episodes,
         config.policy.horizon,
-        config.policy.image_keys,
-        config.policy.image_size,
+        config.policy.observation,
         config.discount,
         min(config.value_horizon, config.policy.horizon),
         device,

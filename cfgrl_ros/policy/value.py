@@ -10,9 +10,11 @@ Two estimators, trained on the same data as the policy (docs/algorithms.md, sect
   succeed, and how soon".
 
 A value step covers ``value_horizon`` actions (the executed part of a chunk): Q sees the state
-and the first n actions of the chunk. Values use the low-dimensional state only, which every
-episode has; cameras only sharpen the policy. Advantages are out-of-fold (ValueLearner): each
-row is labelled by a value function that never trained on its episode.
+and the first n actions of the chunk. Values read the policy's state vector, never its cameras
+(small, and in every episode); for a vision policy that is proprioception alone, which tells how
+far a task has come (gripper closed, can raised) but not where the object is.
+Advantages are out-of-fold (ValueLearner): each row is labelled by a value function that never
+trained on its episode.
 """
 
 from __future__ import annotations

@@ -41,11 +41,9 @@ from cfgrl_ros.arm.command_adapter import (
 from cfgrl_ros.observation import OBSERVATION_FIELDS
 from cfgrl_ros.sim.tasks import task_adapter_config, task_spec
 
-# Camera option -> (robosuite camera, observation key).
-CAMERAS: dict[str, tuple[str, str]] = {
-    "agentview": ("agentview", "image"),
-    "wrist": ("robot0_eye_in_hand", "wrist_image"),
-}
+# Observation image key -> robosuite camera: the scene camera looks across the table at the
+# robot, the wrist camera down between the fingers.
+CAMERAS: dict[str, str] = {"image": "agentview", "wrist_image": "robot0_eye_in_hand"}
 CONTROL_RATE = 20.0  # Hz: robosuite control_freq
 _GRIPPER_DEADBAND = 0.002  # m: finger opening error below which the gripper holds still
 # OSC stiffness (robosuite default 150): a target one maximum step (3 cm) ahead then moves the
@@ -91,7 +89,7 @@ class FrankaSimEnv(gym.Env):
     """Panda pick-and-place at 20 Hz with the real arm's observations and commands.
 
     task: "lift" (lift the cube 4 cm) or "pick_place_can" (put the can in its bin quadrant).
-    cameras: any of "agentview" (observation key "image") and "wrist" ("wrist_image").
+    cameras: observation image keys to render, of "image" (scene) and "wrist_image".
     image_size: square image side in pixels (docs/benchmarks.md has the rendering cost).
     horizon: control steps before truncation (default: the task's).
     adapter_config: scales and workspace of `step`'s actions (default: the task's).
@@ -167,7 +165,7 @@ class FrankaSimEnv(gym.Env):
         }
         for camera in self.cameras:
             shape = (self.image_size, self.image_size, 3)
-            spaces[CAMERAS[camera][1]] = gym.spaces.Box(0, 255, shape, dtype=np.uint8)
+            spaces[camera] = gym.spaces.Box(0, 255, shape, dtype=np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
 
         self.steps = 0
@@ -229,8 +227,8 @@ class FrankaSimEnv(gym.Env):
     def render(self) -> np.ndarray:
         """The first configured camera's current image (RGB, right way up)."""
         if not self.cameras:
-            raise RuntimeError("render() needs a camera: FrankaSimEnv(cameras=('agentview',))")
-        return self._render(CAMERAS[self.cameras[0]][0])
+            raise RuntimeError("render() needs a camera: FrankaSimEnv(cameras=('image',))")
+        return self._render(CAMERAS[self.cameras[0]])
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -297,9 +295,8 @@ class FrankaSimEnv(gym.Env):
             "object_pos": self._to_base(self._data.xpos[self._object_body]),
             "object_quat": _mat_to_xyzw(base_rot @ self._rotation(self._object_body)),
         }
-        for camera in self.cameras:
-            robosuite_name, key = CAMERAS[camera]
-            obs[key] = self._render(robosuite_name)
+        for key in self.cameras:
+            obs[key] = self._render(CAMERAS[key])
         return obs
 
     def _render(self, camera: str) -> np.ndarray:
