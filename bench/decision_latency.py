@@ -3,8 +3,9 @@
 Measures p50/p99 over many decisions for K Euler steps, for three observations: the state
 with the object pose, the same with the scene camera, and the vision observation (proprioception
 with the scene and wrist cameras, --image-size px); with guidance (both velocity branches in one
-batched pass, w = 2); and decode alone at the distillation batch size. Decisions are paced like a control loop (--period); weights are
-freshly initialised: latency does not depend on them.
+batched pass, w = 2); and decode alone at the distillation batch size. Decisions are paced
+like a control loop (--period); weights are freshly initialised: latency does not depend on
+them.
 
     python bench/decision_latency.py --device cpu --threads 1
     python bench/decision_latency.py --device cuda
