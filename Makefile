@@ -10,11 +10,13 @@ RUN := source scripts/ros_env.sh && source $(VENV)/bin/activate &&
 # The fast lane: no DDS, no simulator, no long training (markers in pytest.ini).
 FAST := not ros and not sim and not slow
 
-.PHONY: help setup test test-fast lint demo demo-quick format
+.PHONY: help setup test test-fast lint demo demo-quick demo-vision demo-vision-quick format
 
 help:
 	@echo "make demo        the whole pipeline in simulation (record, pretrain, evaluate, adapt, report)"
 	@echo "make demo-quick  the same with fewer episodes and steps (a smoke run)"
+	@echo "make demo-vision the pipeline from the scene and wrist cameras, no object pose (slower)"
+	@echo "make demo-vision-quick  the same with fewer episodes and steps"
 	@echo "make test        ruff, then every test (unit, simulator, ROS 2 processes over DDS)"
 	@echo "make test-fast   the tests without DDS, simulator or long training (under a minute)"
 	@echo "make lint        ruff check and ruff format --check"
@@ -39,6 +41,12 @@ demo: setup
 
 demo-quick: setup
 	@$(RUN) cfgrl-ros demo --quick
+
+demo-vision: setup
+	@$(RUN) cfgrl-ros demo --vision
+
+demo-vision-quick: setup
+	@$(RUN) cfgrl-ros demo --vision --quick
 
 format: setup
 	@$(RUN) ruff format . && ruff check --fix .

@@ -24,10 +24,12 @@ def test_report_and_plots_are_written(tmp_path):
         for i in range(8)
     ]
     demo.write_plots(tmp_path, {"0": 0.3, "1": 0.5, "3": 0.4}, online)
-    args = argparse.Namespace(quick=True, task="pick_place_can", seed=3, guidance_weight=1.0)
+    args = argparse.Namespace(
+        quick=True, vision=True, task="pick_place_can", seed=3, guidance_weight=1.0
+    )
     report = demo.write_report(
         tmp_path,
-        demo.QUICK,
+        demo.VISION_QUICK,
         args,
         demo_success=0.4,
         eval_success={"0": 0.3, "1": 0.5, "3": 0.4},
@@ -39,8 +41,10 @@ def test_report_and_plots_are_written(tmp_path):
     for name in ("success_vs_guidance.png", "online_success.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     text = report.read_text()
-    assert "cfgrl-ros demo --quick --task pick_place_can --seed 3" in text
+    assert "cfgrl-ros demo --quick --vision --task pick_place_can --seed 3" in text
     assert "pick_place_can episodes of the scripted expert with noise\n0.35," in text
+    assert "with the scene and wrist cameras (no object pose)" in text
+    assert "reads proprioception and the two cameras; trained for 300 steps of\n64" in text
     assert "| 1 | 50% |" in text
     assert "same initial states, 8 actions\nper decision as in the graph" in text
     assert "**30%**" in text and "**45%**" in text and "**70%**" in text
@@ -79,6 +83,9 @@ def test_resuming_a_demo_of_another_task_is_refused_before_any_step(tmp_path, ca
     assert demo.run(parser.parse_args(["--out", str(tmp_path)])) == 1
     error = capsys.readouterr().err
     assert "holds a lift demo: resume it with --task lift" in error
+    (tmp_path / "demos.json").write_text('{"task": "pick_place_can", "vision": true}')
+    assert demo.run(parser.parse_args(["--out", str(tmp_path)])) == 1
+    assert "was recorded with --vision: resume it the same way" in capsys.readouterr().err
     assert not (tmp_path / "policy.pt").exists()
 
 

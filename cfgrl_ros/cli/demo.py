@@ -1,10 +1,12 @@
 """The whole mission in simulation, from nothing to an adapted policy, with a report.
 
-    cfgrl-ros demo [--quick] [--out runs/<timestamp>]
+    cfgrl-ros demo [--quick] [--vision] [--out runs/<timestamp>]
 
 1. collect: the noisy scripted expert records pick-and-place demonstrations (--task, default
-   pick_place_can: grasp the can, put it in its bin) to a rosbag;
-2. pretrain: a CFGRL flow policy (Monte-Carlo optimality labels) is trained from that bag;
+   pick_place_can: grasp the can, put it in its bin) to a rosbag; with --vision the scene and
+   wrist cameras and no object pose, as a real cell records;
+2. pretrain: a CFGRL flow policy (Monte-Carlo optimality labels) is trained from that bag, on
+   the state with the object pose, or (--vision) on proprioception and the two cameras;
 3. eval: the frozen policy is rolled out at several guidance weights w;
 4. online: the ROS 2 graph (simulated Franka, policy node, noise actor, reward/reset node, each
    its own process over DDS) runs DSRL-NA online; halfway through, the guidance weight is
@@ -65,6 +67,7 @@ class DemoPlan:
     # (~21 decisions each, 32 at most), 10 / 3 of Lift (13 each).
     prefill_decisions: int
     final_episodes: int
+    batch_size: int = 256  # pretraining samples per step
 
 
 FULL = DemoPlan(
@@ -86,6 +89,30 @@ QUICK = DemoPlan(
     online_episodes=8,
     prefill_decisions=40,
     final_episodes=4,
+)
+# --vision: every simulated step renders two cameras (about 20 ms each on a CPU) and the policy
+# trains its encoders at a smaller batch; sized for docs/benchmarks.md "The vision demo".
+VISION = DemoPlan(
+    demos=100,
+    pretrain_steps=3000,
+    value_steps=4000,
+    eval_episodes=10,
+    guidance_weights=(0.0, 1.0, 2.0),
+    online_episodes=50,
+    prefill_decisions=130,
+    final_episodes=20,
+    batch_size=64,
+)
+VISION_QUICK = DemoPlan(
+    demos=10,
+    pretrain_steps=300,
+    value_steps=400,
+    eval_episodes=3,
+    guidance_weights=(0.0, 1.0),
+    online_episodes=4,
+    prefill_decisions=20,
+    final_episodes=2,
+    batch_size=64,
 )
 
 
@@ -109,6 +136,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(EXPERT_NOISE),
         help="simulated task: pick_place_can (grasp the can and put it in its bin) or lift "
         "(grasp the cube and lift it)",
+    )
+    parser.add_argument(
+        "--vision",
+        action="store_true",
+        help="what a real cell sees: record the scene and wrist cameras and no object pose, and "
+        "train, evaluate and adapt a policy of proprioception and the two cameras (slower: "
+        "every simulated step renders both cameras)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every step")
     parser.add_argument(
@@ -178,17 +212,19 @@ def run_online(
     policy: Path,
     plan: DemoPlan,
     seed: int,
-    start_weight: float,
-    live_weight: float,
+    weights: tuple[float, float],
     episodes: list[dict[str, Any]],
+    cameras: bool,
 ) -> list[dict[str, Any]]:
     """Run the ROS 2 graph until `plan.online_episodes` episodes ended; per-episode results.
 
     `episodes`: those an interrupted run logged already (`_online_log`); the log continues
     from them, and the agent resumes from its checkpoint. The demo watches `episode_event` like
-    any other node would, and sets the policy node's guidance_weight to `live_weight` halfway
-    with `cfgrl-ros param set`.
+    any other node would, starts at guidance weight weights[0] and sets the policy node's
+    guidance_weight to weights[1] halfway with `cfgrl-ros param set`. `cameras`: the simulator
+    publishes its cameras (use_camera:=true), for a vision policy.
     """
+    start_weight, live_weight = weights
     import rclpy
     from std_msgs.msg import String
     from tqdm import tqdm
@@ -214,6 +250,7 @@ def run_online(
             f"task:={task}",
             f"config:={config}",
             f"guidance_weight:={weight}",
+            f"use_camera:={str(cameras).lower()}",
         ],
         stdout=launch_log,
         stderr=subprocess.STDOUT,
@@ -295,30 +332,31 @@ def evaluate_adapted(
     from tqdm import tqdm
 
     from cfgrl_ros.dsrl import NoiseAgent, ZeroNoise, make_noise_env, run_episode
+    from cfgrl_ros.evaluation import make_env
     from cfgrl_ros.policy import FlowPolicy
-    from cfgrl_ros.sim.env import FrankaSimEnv
 
     class FrameRecorder(gym.Wrapper):
-        """Keeps the camera image of every control tick of the latest episode in `frames`."""
+        """Keeps a VIDEO_SIZE view of the scene camera at every control tick of the latest
+        episode in `frames` (besides the policy's own, smaller, camera images)."""
 
         frames: list
 
         def reset(self, **kwargs):
             result = self.env.reset(**kwargs)
-            self.frames = [result[0]["image"]]
+            self.frames = [self.env.unwrapped.render("image", VIDEO_SIZE)]
             return result
 
         def step(self, action):
             result = self.env.step(action)
-            self.frames.append(result[0]["image"])
+            self.frames.append(self.env.unwrapped.render("image", VIDEO_SIZE))
             return result
 
     policy = FlowPolicy.load(policy_path, device="cpu")
     agent = NoiseAgent.load(out / "dsrl" / "agent", policy, device="cpu")
     weight = agent.guidance_weight
-    camera_env = FrameRecorder(FrankaSimEnv(task, cameras=("image",), image_size=VIDEO_SIZE))
+    camera_env = FrameRecorder(make_env(policy, task))
     filmed = make_noise_env(camera_env, policy, weight, agent.config)
-    plain = make_noise_env(FrankaSimEnv(task), policy, weight, agent.config)
+    plain = make_noise_env(make_env(policy, task), policy, weight, agent.config)
     rates, films = {}, {}
     zero = ZeroNoise(policy.noise_shape, weight)
     seeds = [50_000 + seed + episode for episode in range(episodes)]
@@ -424,8 +462,15 @@ def write_report(
     rows = "\n".join(f"| {w} | {rate:.0%} |" for w, rate in eval_success.items())
     timing = "\n".join(f"| {name} | {value / 60:.1f} min |" for name, value in seconds.items())
     timing += f"\n| all steps | {sum(seconds.values()) / 60:.1f} min |"
-    command = (
-        f"cfgrl-ros demo{' --quick' if args.quick else ''} --task {args.task} --seed {args.seed}"
+    flags = "".join(f" --{flag}" for flag in ("quick", "vision") if getattr(args, flag))
+    command = f"cfgrl-ros demo{flags} --task {args.task} --seed {args.seed}"
+    seen = (
+        "the scene and wrist cameras (no object pose), as a real cell records"
+        if args.vision
+        else "the arm's state and the object pose"
+    )
+    observation = (
+        "proprioception and the two cameras" if args.vision else "the state and the object pose"
     )
     text = f"""# cfgrl_ros demo report
 
@@ -433,12 +478,13 @@ Run on {datetime.now().strftime("%Y-%m-%d %H:%M")} with `{command}`; output in `
 
 ## 1. Demonstrations
 {plan.demos} {args.task} episodes of the scripted expert with noise
-{EXPERT_NOISE[args.task]}, recorded to the rosbag `demos/`: **{demo_success:.0%}** of them
-succeed.
+{EXPERT_NOISE[args.task]}, recorded to the rosbag `demos/` with {seen}:
+**{demo_success:.0%}** of them succeed.
 
 ## 2-3. CFGRL policy from the bag, at several guidance weights
-`policy.pt` trained for {plan.pretrain_steps} steps (value function {plan.value_steps} steps,
-Monte-Carlo optimality labels); curves in `policy.curves.png`. Success over
+`policy.pt` reads {observation}; trained for {plan.pretrain_steps} steps of
+{plan.batch_size} samples (value function {plan.value_steps} steps, Monte-Carlo optimality
+labels); curves in `policy.curves.png`. Success over
 {plan.eval_episodes} episodes per weight, same initial states, {graph_exec_horizon()} actions
 per decision as in the graph:
 
@@ -479,7 +525,9 @@ the first on which the adapted actor succeeded (if it did).
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = QUICK if args.quick else FULL
+    plan = {(False, False): FULL, (True, False): QUICK, (False, True): VISION}.get(
+        (args.quick, args.vision), VISION_QUICK
+    )
     if args.online_episodes is not None:
         if args.online_episodes < 2:
             print("error: --online-episodes must be at least 2", file=sys.stderr)
@@ -519,9 +567,13 @@ def run(args: argparse.Namespace) -> int:
                 str(args.seed),
                 "--out",
                 str(bag),
+                # A real cell's recording: both cameras, no object pose.
+                *(["--camera", "--topic", "object_pose="] if args.vision else []),
                 capture=True,
             )
-            summary.write_text(json.dumps({"task": args.task, "output": text}))
+            summary.write_text(
+                json.dumps({"task": args.task, "vision": args.vision, "output": text})
+            )
         recorded = json.loads(summary.read_text())
         recorded_task = recorded.get("task", "lift")  # demos before the task was recorded
         if recorded_task != args.task:
@@ -529,6 +581,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{out} holds a {recorded_task} demo: resume it with --task {recorded_task}, "
                 f"or use another --out for {args.task}"
             )
+        if recorded.get("vision", False) != args.vision:
+            flag = "with" if recorded.get("vision") else "without"
+            raise ValueError(f"{out} was recorded {flag} --vision: resume it the same way")
         demo_success = _success_rate_from(recorded["output"])
         lap("record demonstrations", ran)
 
@@ -548,6 +603,10 @@ def run(args: argparse.Namespace) -> int:
                 str(plan.pretrain_steps),
                 "--value-steps",
                 str(plan.value_steps),
+                "--batch-size",
+                str(plan.batch_size),
+                "--observation",
+                "vision" if args.vision else "state",
                 "--seed",
                 str(args.seed),
                 "--device",
@@ -587,7 +646,14 @@ def run(args: argparse.Namespace) -> int:
         ran = len(logged) < plan.online_episodes
         live_weight = best_other_weight(eval_success, args.guidance_weight)
         online = run_online(
-            out, args.task, policy, plan, args.seed, args.guidance_weight, live_weight, logged
+            out,
+            args.task,
+            policy,
+            plan,
+            args.seed,
+            (args.guidance_weight, live_weight),
+            logged,
+            args.vision,
         )
         lap("online DSRL (ROS 2 graph)", ran)
 

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=unset, help="policy gradient steps")
     parser.add_argument("--value-steps", type=int, default=unset, help="value-function steps")
     parser.add_argument(
+        "--batch-size",
+        type=integer_at_least(1),
+        default=unset,
+        help="samples per gradient step (default: the config's, else 256; a vision policy "
+        "trains about 4x faster per step at 64)",
+    )
+    parser.add_argument(
         "--config", default=unset, metavar="YAML", help="training settings (TrainConfig fields)"
     )
     parser.add_argument("--device", default=unset, help="auto, cpu or cuda (default: auto)")
@@ -134,7 +141,7 @@ def _config_from_args(flags: dict[str, Any]) -> TrainConfig:
     )
     changes = {
         name: flags[name]
-        for name in ("method", "steps", "value_steps", "device", "seed")
+        for name in ("method", "steps", "value_steps", "batch_size", "device", "seed")
         if name in flags
     }
     labels = flags.get("labels")

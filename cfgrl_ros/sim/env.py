@@ -151,12 +151,7 @@ class FrankaSimEnv(gym.Env):
         self._object_body = model.body_name2id(self._spec.object_body)
         self._arm_qpos = np.array(robot._ref_joint_pos_indexes)
         self._finger_qpos = np.array(robot._ref_gripper_joint_pos_indexes["right"])
-        self._renderer: mujoco.Renderer | None = None
-        if self.cameras:
-            self._renderer = mujoco.Renderer(self._model, self.image_size, self.image_size)
-            # Shadows and reflections cost most of a software-rendered frame.
-            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._renderers: dict[int, mujoco.Renderer] = {}  # image side -> renderer
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32)
         spaces: dict[str, gym.spaces.Space] = {
@@ -224,16 +219,19 @@ class FrankaSimEnv(gym.Env):
         truncated = self.steps >= self.horizon and not reached
         return self.observation, reward, reached, truncated, self._info()
 
-    def render(self) -> np.ndarray:
-        """The first configured camera's current image (RGB, right way up)."""
-        if not self.cameras:
-            raise RuntimeError("render() needs a camera: FrankaSimEnv(cameras=('image',))")
-        return self._render(CAMERAS[self.cameras[0]])
+    def render(self, camera: str | None = None, size: int | None = None) -> np.ndarray:
+        """The current image (RGB, right way up) of `camera` (an image key; default: the first
+        configured camera, else the scene camera) at `size` px (default: image_size); e.g. a
+        large view for a video beside the policy's small ones."""
+        camera = camera or (self.cameras[0] if self.cameras else "image")
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown camera {camera!r}; choose from {sorted(CAMERAS)}")
+        return self._render(CAMERAS[camera], size or self.image_size)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
         self._env.close()
 
     # ----------------------------------------------------------------- arm interface
@@ -296,13 +294,18 @@ class FrankaSimEnv(gym.Env):
             "object_quat": _mat_to_xyzw(base_rot @ self._rotation(self._object_body)),
         }
         for key in self.cameras:
-            obs[key] = self._render(CAMERAS[key])
+            obs[key] = self._render(CAMERAS[key], self.image_size)
         return obs
 
-    def _render(self, camera: str) -> np.ndarray:
-        assert self._renderer is not None
-        self._renderer.update_scene(self._data, camera=camera)
-        return self._renderer.render().copy()  # mujoco.Renderer's rows are top first
+    def _render(self, camera: str, size: int) -> np.ndarray:
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = self._renderers[size] = mujoco.Renderer(self._model, size, size)
+            # Shadows and reflections cost most of a software-rendered frame.
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        renderer.update_scene(self._data, camera=camera)
+        return renderer.render().copy()  # mujoco.Renderer's rows are top first
 
     def _robosuite_action(self, command: ArmCommand) -> np.ndarray:
         site_rot = _xyzw_to_mat(np.asarray(command.target_quat)) @ self._hand_to_site
