@@ -25,7 +25,7 @@ TOPICS = {
     "/success": "std_msgs/msg/Bool",
 }
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
-WRIST_TOPIC = "/wrist_camera/color/image_raw"
+WRIST_TOPIC = "/wrist_camera/camera/color/image_raw"
 
 
 @pytest.fixture(scope="module")

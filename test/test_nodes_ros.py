@@ -373,7 +373,7 @@ def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):
         silent = node.silent_topics(["image", "wrist_image"], now=101.0)
         assert silent == [
             "/camera/camera/color/image_raw is 1.00 s old (safety.max_observation_age 0.25 s)",
-            "no message on /wrist_camera/color/image_raw yet",
+            "no message on /wrist_camera/camera/color/image_raw yet",
         ]
     finally:
         node.destroy_node()

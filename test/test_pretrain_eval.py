@@ -104,7 +104,7 @@ def test_vision_policy_from_a_recording_without_object_pose(lift_bags, tmp_path,
     camera = ["--camera", "--image-size", "40", "--topic", "object_pose=", "--out", str(bag)]
     assert main([*collect, *camera]) == 0
     metadata = (bag / "metadata.yaml").read_text()
-    assert "/wrist_camera/color/image_raw" in metadata and "/object_pose" not in metadata
+    assert "/wrist_camera/camera/color/image_raw" in metadata and "/object_pose" not in metadata
 
     state = tmp_path / "state.pt"
     small = ("--config", str(lift_bags["config"]), "--steps", "5", "--value-steps", "5")

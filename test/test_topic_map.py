@@ -12,7 +12,7 @@ def test_defaults_are_the_franka_ros2_topics():
     assert topics.joint_states == "/joint_states"
     assert topics.current_pose == "/franka_robot_state_broadcaster/current_pose"
     assert topics.image == "/camera/camera/color/image_raw"
-    assert topics.wrist_image == "/wrist_camera/color/image_raw"
+    assert topics.wrist_image == "/wrist_camera/camera/color/image_raw"
     assert topics.object_pose == "/object_pose"
     assert topics.target_pose == "/target_pose"
     assert topics.gripper_command == "/gripper_command"
@@ -23,7 +23,7 @@ def test_defaults_are_the_franka_ros2_topics():
     assert topics.period == pytest.approx(0.05)
     assert topics.image_topics() == {
         "image": "/camera/camera/color/image_raw",
-        "wrist_image": "/wrist_camera/color/image_raw",
+        "wrist_image": "/wrist_camera/camera/color/image_raw",
     }
 
 

@@ -125,7 +125,7 @@ ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 IMAGE_TOPICS = {
     "image": "camera/camera/color/image_raw",
-    "wrist_image": "wrist_camera/color/image_raw",
+    "wrist_image": "wrist_camera/camera/color/image_raw",
 }
 FINAL_HOLD_DELIVERY = 0.5  # seconds an exiting node waits for the last hold to be received
 
