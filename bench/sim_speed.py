@@ -21,9 +21,12 @@ from cfgrl_ros.sim.env import FrankaSimEnv
 
 CONFIGURATIONS = {  # name -> FrankaSimEnv keyword arguments
     "no camera": {},
-    "agentview 84 px": {"cameras": ("image",), "image_size": 84},
-    "agentview + wrist 84 px": {"cameras": ("image", "wrist_image"), "image_size": 84},
-    "agentview 128 px": {"cameras": ("image",), "image_size": 128},
+    "scene 84 px": {"cameras": ("image",), "image_size": 84},
+    "scene 128 px": {"cameras": ("image",), "image_size": 128},
+    **{
+        f"scene + wrist {size} px": {"cameras": ("image", "wrist_image"), "image_size": size}
+        for size in (64, 84, 96)
+    },
 }
 
 
