@@ -1,13 +1,16 @@
-"""Is an adapted noise actor's gain state-dependent steering, or a better fixed noise?
+"""Is an adapted noise actor's gain state-dependent steering, or a better fixed noise? And is
+it better than zero noise?
 
     nice python bench/dsrl_fixed_noise.py --policy runs/heldout/policy.pt \
         runs/dsrl_lift_heldout/dsrl_na_seed0 runs/dsrl_lift_heldout/dsrl_na_seed1
 
 For each finished `cfgrl-ros adapt` run (a folder with agent/ and summary.json): its
 deterministic noise actor plays the run's own evaluation episodes (same initial states, same
-guidance weight) while every noise it gives is recorded; then the mean of those noises is fed
-at every decision of the same episodes. If the fixed mean noise does as well as the actor, the
-actor has found a better noise than the policy's mode, not a state-dependent one.
+guidance weight; --episodes plays more, from the following seeds) while every noise it gives is
+recorded; then zero noise (the policy's deterministic mode, which needs no learning) and the
+mean of the actor's noises are fed at every decision of the same episodes. If the fixed mean
+noise does as well as the actor, the actor has found a better noise than the policy's mode,
+not a state-dependent one. Rates come with 95% Wilson intervals.
 """
 
 from __future__ import annotations
@@ -45,8 +48,17 @@ class RecordedActor:
         return noise
 
 
-def compare(run: Path, policy_path: Path) -> str:
+def rate(successes: list[bool]) -> str:
+    """ "90% [85-93%]": a success rate and its 95% Wilson interval."""
+    from cfgrl_ros.evaluation import wilson_interval
+
+    low, high = wilson_interval(sum(successes), len(successes))
+    return f"{np.mean(successes):.0%} [{low:.0%}-{high:.0%}]"
+
+
+def compare(run: Path, policy_path: Path, episodes: int | None) -> str:
     from cfgrl_ros.cli.adapt import AGENT_DIR, EVAL_SEED_OFFSET
+    from cfgrl_ros.dsrl import ZeroNoise
     from cfgrl_ros.dsrl.agent import NoiseAgent, make_noise_env
     from cfgrl_ros.dsrl.rollout import run_episode
     from cfgrl_ros.evaluation import make_env
@@ -59,9 +71,8 @@ def compare(run: Path, policy_path: Path) -> str:
     env = make_noise_env(
         make_env(policy, summary["task"], None), policy, agent.guidance_weight, agent.config
     )
-    seeds = [
-        agent.config.seed + EVAL_SEED_OFFSET + index for index in range(summary["eval_episodes"])
-    ]
+    count = episodes or summary["eval_episodes"]
+    seeds = [agent.config.seed + EVAL_SEED_OFFSET + index for index in range(count)]
     try:
         actor = RecordedActor(agent)
         by_actor = [run_episode(env, actor, seed=seed).success for seed in seeds]
@@ -69,11 +80,13 @@ def compare(run: Path, policy_path: Path) -> str:
         mean = noises.mean(axis=0)
         fixed = FixedNoise(mean, agent.guidance_weight)
         by_mean = [run_episode(env, fixed, seed=seed).success for seed in seeds]
+        zero = ZeroNoise(policy.noise_shape, agent.guidance_weight)
+        by_zero = [run_episode(env, zero, seed=seed).success for seed in seeds]
     finally:
         env.close()
     spread = np.linalg.norm(noises - mean, axis=(1, 2)).mean()
     return (
-        f"| {run.name} | {np.mean(by_actor):.0%} | {np.mean(by_mean):.0%} | "
+        f"| {run.name} | {len(seeds)} | {rate(by_actor)} | {rate(by_zero)} | {rate(by_mean)} | "
         f"{np.linalg.norm(mean):.2f} | {spread:.2f} | {len(noises)} |"
     )
 
@@ -82,15 +95,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="finished `cfgrl-ros adapt` folders")
     parser.add_argument("--policy", type=Path, required=True, help="the runs' frozen policy")
+    parser.add_argument(
+        "--episodes", type=int, help="episodes per actor (default: the run's evaluation's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
-        "| run | actor | its mean noise, fixed | mean noise norm | actor's mean distance from it "
-        "| decisions |"
+        "| run | episodes | actor | zero noise | actor's mean noise, fixed | mean noise norm | "
+        "actor's mean distance from it | decisions |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        print(compare(run, args.policy), flush=True)
+        print(compare(run, args.policy, args.episodes), flush=True)
 
 
 if __name__ == "__main__":

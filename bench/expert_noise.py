@@ -10,25 +10,16 @@ Reset seeds are the same for every noise level, so the levels see the same objec
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
 import numpy as np
 
+from cfgrl_ros.evaluation import wilson_interval
 from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
 from cfgrl_ros.sim.tasks import TASKS
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    rate = successes / trials
-    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
-    spread = math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials**2))
-    half = z * spread / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ for every w alike: the weights are compared on the same initial states and the s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -152,3 +153,12 @@ def evaluate(
     finally:
         sim.close()
     return EvalResult(task, episodes, seed, success, mean_length)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound near 0% and 100%, unlike rate ± 2 SE)."""
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    spread = math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials**2))
+    half = z * spread / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)

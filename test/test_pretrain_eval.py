@@ -199,6 +199,15 @@ def test_pretrain_refuses_bad_inputs_before_reading_bags(tmp_path, capsys, confi
     assert (tmp_path / "kept").read_text() == "the only copy"
 
 
+def test_wilson_interval_of_success_rates():
+    low, high = evaluation.wilson_interval(45, 50)
+    assert (round(low, 3), round(high, 3)) == (0.786, 0.957)
+    assert evaluation.wilson_interval(0, 20)[0] == 0.0
+    assert evaluation.wilson_interval(20, 20)[1] == 1.0
+    low, high = evaluation.wilson_interval(160, 200)  # 80%: narrower with more episodes
+    assert 0.73 < low < 0.75 and 0.84 < high < 0.85
+
+
 def test_every_weight_sees_the_same_episodes(lift_bags, tmp_path, monkeypatch):
     """Episode i of every w starts from reset seed + i and draws the same start noises."""
     bag = lift_bags["root"] / "lift_sqlite"

@@ -140,8 +140,18 @@ def test_images_have_the_configured_size_and_are_right_way_up(camera_env):
     assert rows.size > 0 and rows.mean() > 32  # the cube is on the table, below the middle
     np.testing.assert_array_equal(camera_env.render(), obs["image"])
     # The wrist camera looks down past the fingers: they darken its bottom rows, not its top.
-    dark = obs["wrist_image"].max(axis=-1) < 60
-    assert dark[-6:].mean() > 0.5 and dark[:6].mean() < 0.05
+    assert dark_bottom(obs["wrist_image"])
+    # Any camera at any size, beside the policy's images (the demo films 256 px).
+    view = camera_env.render("wrist_image", 100)
+    assert view.shape == (100, 100, 3) and dark_bottom(view)
+    with pytest.raises(ValueError, match="unknown camera 'fisheye'"):
+        camera_env.render("fisheye")
+
+
+def dark_bottom(image: np.ndarray) -> bool:
+    dark = image.max(axis=-1) < 60
+    rows = len(image) // 10
+    return dark[-rows:].mean() > 0.5 and dark[:rows].mean() < 0.05
 
 
 def test_bad_arguments_are_rejected():

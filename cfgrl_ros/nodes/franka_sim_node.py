@@ -46,7 +46,10 @@ TOPICS = {
     ),
     "object_pose_topic": ("object_pose", "PoseStamped published: the object's pose"),
     "image_topic": ("camera/camera/color/image_raw", "Image published: the scene camera"),
-    "wrist_image_topic": ("wrist_camera/camera/color/image_raw", "Image published: the wrist camera"),
+    "wrist_image_topic": (
+        "wrist_camera/camera/color/image_raw",
+        "Image published: the wrist camera",
+    ),
     "success_topic": ("success", "Bool published: the task is done"),
     "target_pose_topic": ("target_pose", "PoseStamped followed: the end-effector target"),
     "gripper_command_topic": ("gripper_command", "Float64 followed: finger opening (m)"),
