@@ -439,13 +439,12 @@ class PolicyNode(Node):
         if not arm_only and self.observation_spec.uses_object_pose:
             object_pos, object_quat = pose_arrays(self._latest["object_pose"])
             observation |= {"object_pos": object_pos, "object_quat": object_quat}
-        if with_images and not arm_only:
-            height, width = self.observation_spec.image_size or (0, 0)
-            for key in self.observation_spec.image_keys:
-                try:
-                    observation[key] = image_array(self._latest[key], (width, height))
-                except ValueError as error:
-                    raise ValueError(f"{self.image_topics[key]}: {error}") from None
+        for key in self.observation_spec.image_keys if with_images and not arm_only else ():
+            height, width = self.observation_spec.image_size
+            try:
+                observation[key] = image_array(self._latest[key], (width, height))
+            except ValueError as error:
+                raise ValueError(f"{self.observation_topics[key]}: {error}") from None
         stamp = min(stamp_seconds(self._latest[part].header.stamp) for part in parts)
         return observation, stamp
 
