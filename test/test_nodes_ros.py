@@ -355,10 +355,11 @@ def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe)
 def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):
     """In-process, timer mode: a camera that never published and one that stopped are named
     (the envelope holds the arm meanwhile); the object pose is not even subscribed to."""
+    from geometry_msgs.msg import PoseStamped
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image, JointState
 
-    from cfgrl_ros.nodes.policy_node import PolicyNode
+    from cfgrl_ros.nodes.policy_node import ARM_JOINTS, FINGER_JOINTS, PolicyNode
 
     checkpoint = tiny_checkpoint(tmp_path / "vision.pt", observation=VISION)
     overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
@@ -375,6 +376,17 @@ def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):
             "/camera/camera/color/image_raw is 1.00 s old (safety.max_observation_age 0.25 s)",
             "no message on /wrist_camera/camera/color/image_raw yet",
         ]
+        # Images of another size are resized to the policy's; an unknown encoding is named.
+        joints = JointState(name=[*ARM_JOINTS, *FINGER_JOINTS], position=[0.0] * 7 + [0.04, 0.04])
+        node._latest |= {"joint_states": joints, "current_pose": PoseStamped()}
+        for key in IMAGE_KEYS:
+            node._latest[key] = Image(height=48, width=40, encoding="rgb8", step=120)
+            node._latest[key].data = bytes(48 * 120)
+        observation, _ = node._observation(with_images=True)
+        assert observation["wrist_image"].shape == (32, 32, 3) and "object_pos" not in observation
+        node._latest["image"].encoding = "16UC1"
+        with pytest.raises(ValueError, match=r"^/camera/camera/color/image_raw: image encoding "):
+            node._observation(with_images=True)
     finally:
         node.destroy_node()
 
