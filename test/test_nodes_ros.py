@@ -320,6 +320,7 @@ def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     try:
         recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
     finally:
+        recorder.close()  # later graphs may run policies with other feature sizes
         launcher.send_signal(signal.SIGINT)
         launcher.wait(60)
     log = log_path.read_text()
@@ -343,6 +344,7 @@ def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe)
     try:
         recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
     finally:
+        recorder.close()
         launcher.send_signal(signal.SIGINT)
         launcher.wait(60)
     log = log_path.read_text()
