@@ -46,9 +46,9 @@ def pick_place_policy(tmp_path_factory):
 
 @pytest.mark.sim
 def test_pick_place_can_from_collect_to_adapt(pick_place_policy, tmp_path, capsys):
-    assert {
-        episode.metadata["task"] for episode in read_bag(pick_place_policy["bag"], image_keys=())
-    } == {"pick_place_can"}
+    assert {episode.metadata["task"] for episode in read_bag(pick_place_policy["bag"])} == {
+        "pick_place_can"
+    }
     policy = pick_place_policy["policy"]
     assert FlowPolicy.load(policy).config.task == "pick_place_can"
     capsys.readouterr()
