@@ -286,6 +286,8 @@ def main() -> None:
         "--stop-after", choices=["policy", "base"], help="stop after a stage (for tuning)"
     )
     args = parser.parse_args()
+    if args.policy and not args.policy.is_file():
+        parser.error(f"--policy {args.policy} does not exist (leave --policy out to train one)")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
