@@ -90,17 +90,18 @@ QUICK = DemoPlan(
     prefill_decisions=40,
     final_episodes=4,
 )
-# --vision: every simulated step renders two cameras (about 20 ms each on a CPU) and the policy
-# trains its encoders at a smaller batch; sized for docs/benchmarks.md "The vision demo".
+# --vision: every simulated step renders two cameras (~40 ms of CPU each for pick_place_can),
+# and the camera encoders train at a smaller batch for longer (their loss levels off near
+# 8,000 steps); about 1.5 hours on 2 cores (docs/benchmarks.md, "Vision").
 VISION = DemoPlan(
     demos=100,
-    pretrain_steps=3000,
+    pretrain_steps=8000,
     value_steps=4000,
     eval_episodes=10,
     guidance_weights=(0.0, 1.0, 2.0),
-    online_episodes=50,
+    online_episodes=40,
     prefill_decisions=130,
-    final_episodes=20,
+    final_episodes=15,
     batch_size=64,
 )
 VISION_QUICK = DemoPlan(
@@ -149,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--online-episodes",
         type=int,
         default=None,
-        help="episodes of online DSRL over ROS 2 (default: 50, --quick: 8)",
+        help="episodes of online DSRL over ROS 2 (default: 50; --quick 8, --vision 40, both 4)",
     )
     parser.add_argument(
         "--guidance-weight",
