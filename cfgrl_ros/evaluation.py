@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfgrl_ros.dsrl.noise_space import NoiseSpaceEnv
+from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE
 from cfgrl_ros.policy.flow_policy import FlowPolicy
 from cfgrl_ros.sim.env import FrankaSimEnv
-
-# observation image key -> the simulator's camera option
 
 
 @dataclass
@@ -88,7 +87,8 @@ def make_env(policy: FlowPolicy, task: str, horizon: int | None = None) -> Frank
             f"the policy's images are {size} (height, width); the simulator renders square "
             "images, so evaluate it with a policy trained on square images"
         )
-    return FrankaSimEnv(task, cameras=keys, image_size=size[0] if keys else 84, horizon=horizon)
+    side = size[0] if keys else DEFAULT_IMAGE_SIZE
+    return FrankaSimEnv(task, cameras=keys, image_size=side, horizon=horizon)
 
 
 def rollout(

@@ -59,7 +59,8 @@ class ObservationSpec:
             problems.append(f"state_fields {unknown} are not fields {list(OBSERVATION_FIELDS)}")
         elif not self.state_fields:
             problems.append(
-                f"state_fields is empty: a policy needs proprioception, e.g. {list(PROPRIOCEPTION)}"
+                "state_fields is empty: a policy needs at least one state field, e.g. "
+                f"{list(PROPRIOCEPTION)}"
             )
         elif list(self.state_fields) != [f for f in OBSERVATION_FIELDS if f in self.state_fields]:
             problems.append(
@@ -79,6 +80,7 @@ class ObservationSpec:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ObservationSpec:
         """Inverse of dataclasses.asdict; names unknown fields and values of the wrong type."""
+        # Imported here: cfgrl_ros.policy imports torch, which this module must not need.
         from cfgrl_ros.policy.config_types import typed_fields
 
         names = {f.name for f in dataclasses.fields(cls)}
@@ -102,7 +104,8 @@ class ObservationSpec:
         return sum(OBSERVATION_FIELDS[name] for name in self.state_fields) + 3 * self._relative
 
     def describe(self) -> str:
-        """One line for logs: "state (object pose) + cameras image, wrist_image at 84x84"."""
+        """One line for logs: "4 state fields (no object pose) + cameras image, wrist_image at
+        84x84"."""
         pose = "object pose" if self.uses_object_pose else "no object pose"
         size = "as recorded" if self.image_size is None else "at {}x{}".format(*self.image_size)
         cameras = f" + cameras {', '.join(self.image_keys)} {size}" if self.image_keys else ""
@@ -134,11 +137,6 @@ OBSERVATIONS: dict[str, ObservationSpec] = {
     "vision": ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)),
 }
 STATE_DIM = OBSERVATIONS["state"].state_dim  # every low-dimensional field, object pose included
-
-
-def state_vector(obs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The full low-dimensional state (every field and the relative object position)."""
-    return OBSERVATIONS["state"].state_vector(obs)
 
 
 def is_finite(obs: Mapping[str, np.ndarray]) -> bool:

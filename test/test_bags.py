@@ -116,9 +116,12 @@ def test_a_recording_without_object_pose_reads_for_a_policy_that_does_not_use_it
         read_bag(bag)
     message = str(error.value)
     assert "lacks topics ['object_pose=/object_pose']" in message
-    assert "or without the object pose (--observation vision)" in message
+    assert "or train a policy that does not read the object pose (pretrain" in message
     with pytest.raises(BagError, match="the topic map switches object_pose off"):
         read_bag(bag, topic_map=cell)
+    with pytest.raises(BagError) as error:  # only the camera is missing: no object pose advice
+        read_bag(bag, cell, observation=ObservationSpec(PROPRIOCEPTION, ("wrist_image",)))
+    assert "wrist_image=" in str(error.value) and "object pose" not in str(error.value)
 
 
 @pytest.mark.parametrize(

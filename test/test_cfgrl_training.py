@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
-from cfgrl_ros.observation import OBSERVATIONS, STATE_DIM, state_vector
+from cfgrl_ros.observation import OBSERVATIONS, STATE_DIM
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, train_policy
 from cfgrl_ros.policy.dataset import build_dataset
 from cfgrl_ros.policy.training import training_state_path
@@ -58,7 +58,7 @@ def bandit_episodes(seed: int, count: int = 1000, good_fraction: float = 0.2) ->
     episodes = []
     for fields in (arm_observations(rng, 1) for _ in range(count)):
         good = rng.random() < good_fraction
-        side = np.sign(state_vector(fields)[0, RELATIVE_Y])
+        side = np.sign(OBSERVATIONS["state"].state_vector(fields)[0, RELATIVE_Y])
         actions = rng.normal(0.0, 0.05, (TICKS, ACTION_DIM))
         actions[:, 0] += 0.6 * side * (1 if good else -1)
         success = rng.random() < (GOOD_SUCCESS if good else BAD_SUCCESS)
@@ -72,7 +72,7 @@ def bandit_episodes(seed: int, count: int = 1000, good_fraction: float = 0.2) ->
 def success_rate(policy: FlowPolicy, guidance_weight: float, count: int = 500) -> float:
     """Expected success of the first action on fresh states, with fixed start noises."""
     rng = np.random.default_rng(123)
-    states = state_vector(arm_observations(rng, count))
+    states = OBSERVATIONS["state"].state_vector(arm_observations(rng, count))
     noise = rng.standard_normal((count, *policy.noise_shape)).astype(np.float32)
     chunks = policy.sample({"state": states}, noise, guidance_weight).numpy()
     good = np.mean(np.sign(chunks[:, 0, 0]) == np.sign(states[:, RELATIVE_Y]))
@@ -147,10 +147,10 @@ def test_goal_conditioned_guidance_heads_for_the_goal():
     assert policy.config.condition == "goal"
     rng = np.random.default_rng(7)
     fields = arm_observations(rng, 400)
-    states = state_vector(fields)
+    states = OBSERVATIONS["state"].state_vector(fields)
     direction = rng.choice([-1.0, 1.0], 400)
     fields["eef_pos"][:, 0] += 0.06 * direction
-    goals = state_vector(fields)
+    goals = OBSERVATIONS["state"].state_vector(fields)
     noise = rng.standard_normal((400, *policy.noise_shape)).astype(np.float32)
 
     def towards_goal(w: float) -> float:

@@ -35,7 +35,7 @@ from cfgrl_ros.dsrl import (
 )
 from cfgrl_ros.dsrl.agent import POLICY_HASH, file_sha256, setting_differences
 from cfgrl_ros.dsrl.replay import episode_transitions
-from cfgrl_ros.observation import OBSERVATION_FIELDS, state_vector
+from cfgrl_ros.observation import OBSERVATION_FIELDS, OBSERVATIONS
 
 OBJECT_POS = slice(15, 18)  # object_pos in the state vector
 HORIZON = 2  # chunk length of the toy policy
@@ -59,7 +59,7 @@ class ToyPolicy(nn.Module):
         return self.gain.device
 
     def inputs_from_observation(self, observation):
-        state = state_vector(observation)
+        state = OBSERVATIONS["state"].state_vector(observation)
         return {"state": state[None] if state.ndim == 1 else state}
 
     def encode(self, obs):

@@ -179,7 +179,7 @@ def test_the_observation_spec_names_what_it_reads():
         ObservationSpec(state_fields=("elbow",))
     with pytest.raises(ValueError, match="must list each field once, in the order"):
         ObservationSpec(state_fields=("eef_pos", "joint_pos"))
-    with pytest.raises(ValueError, match="state_fields is empty: a policy needs proprioception"):
+    with pytest.raises(ValueError, match="state_fields is empty: a policy needs at least one"):
         ObservationSpec(state_fields=())
     with pytest.raises(ValueError, match=r"image_keys \['image', 'image'\] must be distinct"):
         ObservationSpec(image_keys=("image", "image"))

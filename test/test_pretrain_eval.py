@@ -109,7 +109,9 @@ def test_vision_policy_from_a_recording_without_object_pose(lift_bags, tmp_path,
     state = tmp_path / "state.pt"
     small = ("--config", str(lift_bags["config"]), "--steps", "5", "--value-steps", "5")
     assert pretrain(bag, state, *small) == 1  # the state observation needs the object pose
-    assert "or without the object pose (--observation vision)" in capsys.readouterr().err
+    assert "does not read the object pose (pretrain --observation vision)" in (
+        capsys.readouterr().err
+    )
 
     out = tmp_path / "vision.pt"
     assert pretrain(bag, out, *small, "--observation", "vision", "--image-size", "32") == 0
@@ -159,7 +161,7 @@ def test_mcap_bag_with_other_topic_names_and_resume(lift_bags, tmp_path, capsys)
         (("--topic", "joint_states"), "not of the form key=value"),
         (("--image-size", "8", "--observation", "vision"), "both >= 32"),
         (("--config", "MISSING"), "does not exist"),
-        (("--config", "BLIND"), "state_fields is empty: a policy needs proprioception"),
+        (("--config", "BLIND"), "state_fields is empty: a policy needs at least one state"),
     ],
 )
 def test_pretrain_rejects_bad_settings_without_writing(lift_bags, tmp_path, capsys, flags, message):

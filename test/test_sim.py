@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cfgrl_ros.arm.command_adapter import ArmCommand
-from cfgrl_ros.observation import OBSERVATION_FIELDS, STATE_DIM, state_vector
+from cfgrl_ros.observation import OBSERVATION_FIELDS, OBSERVATIONS, STATE_DIM
 from cfgrl_ros.sim.commanded_arm import CommandedArm
 from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
@@ -41,7 +41,7 @@ def test_observation_has_the_real_arm_fields_in_the_base_frame(lift_env):
     for name, size in OBSERVATION_FIELDS.items():
         assert obs[name].shape == (size,), name
         assert lift_env.observation_space[name].contains(obs[name]), name
-    assert state_vector(obs).shape == (STATE_DIM,)
+    assert OBSERVATIONS["state"].state_vector(obs).shape == (STATE_DIM,)
     # The hand starts above the table, pointing down; the cube rests on the table in front.
     assert 0.35 < obs["eef_pos"][0] < 0.6 and 0.0 < obs["eef_pos"][2] < 0.2
     assert abs(obs["eef_quat"][0]) > 0.95  # ~180 degrees about x: pointing down

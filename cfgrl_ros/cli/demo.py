@@ -526,9 +526,13 @@ the first on which the adapted actor succeeded (if it did).
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = {(False, False): FULL, (True, False): QUICK, (False, True): VISION}.get(
-        (args.quick, args.vision), VISION_QUICK
-    )
+    plans = {
+        (False, False): FULL,
+        (True, False): QUICK,
+        (False, True): VISION,
+        (True, True): VISION_QUICK,
+    }
+    plan = plans[(args.quick, args.vision)]
     if args.online_episodes is not None:
         if args.online_episodes < 2:
             print("error: --online-episodes must be at least 2", file=sys.stderr)

@@ -59,6 +59,7 @@ _EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "wrist_image": _IMAGE_TYPES,
 }
 _EVENTS = ("start", "success", "failure")
+ARM = ("joint_states", "current_pose")  # what every observation reads
 
 
 class BagError(Exception):
@@ -238,8 +239,9 @@ class _BagEpisodes:
                 "Map them with a topic map file (--topics FILE) or --topic KEY=/topic"
                 + (", or read without cameras" if self.cameras else "")
                 + (
-                    ", or without the object pose (--observation vision)"
-                    if "object_pose" not in self.cameras and self.object_pose
+                    ", or train a policy that does not read the object pose (pretrain "
+                    "--observation vision)"
+                    if self.object_pose and self.topics.object_pose not in available
                     else ""
                 )
             )
@@ -507,7 +509,8 @@ class _BagEpisodes:
         where = f"bag {self.path}, episode {index} (starting at {window.start * 1e-9:.3f} s)"
         valid = {}
         rows = {}
-        for key in ("joint_states", "current_pose", "object_pose")[: 2 + self.object_pose]:
+        observed = ("joint_states", "current_pose", "object_pose") if self.object_pose else ARM
+        for key in observed:
             rows[key], valid[key] = streams[key].latest(ticks, self.max_age_ns)
         command_at = ticks + self.period_ns - 1
         targets = streams["target_pose"]
@@ -564,7 +567,9 @@ class _BagEpisodes:
             ],
             dtype=np.float64,
         )
-        values = {"joint_states": joints, "current_pose": eef}  # observations first: ties
+        # Observation topics first: when two topics hold a bad value at the same tick, the
+        # observation is named (its topic is the likelier culprit than the command's).
+        values = {"joint_states": joints, "current_pose": eef}
         if self.object_pose:
             values["object_pose"] = obj
         values |= {"target_pose": targets_in_force, "gripper_command": widths[:, None]}

@@ -32,7 +32,7 @@ from torch import nn
 
 from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
-from cfgrl_ros.observation import OBSERVATION_FIELDS, ObservationSpec
+from cfgrl_ros.observation import STATE_DIM, ObservationSpec
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
 from cfgrl_ros.policy.config_types import typed_fields
 from cfgrl_ros.policy.networks import ImageEncoder, StateEncoder, VelocityField, mlp
@@ -482,16 +482,13 @@ class FlowPolicy(nn.Module):
 def _version_1_config(values: Mapping[str, Any]) -> dict[str, Any]:
     """A version-1 config (flat camera fields; the state was every field) in version 2's terms."""
     values = dict(values)
-    full_state = sum(OBSERVATION_FIELDS.values()) + 3  # version 1's state vector
-    state_dim = values.pop("state_dim", full_state)
-    if state_dim != full_state:
-        raise ValueError(f"checkpoint has state_dim {state_dim}, this build expects {full_state}")
+    state_dim = values.pop("state_dim", STATE_DIM)  # version 1's state was every field
+    if state_dim != STATE_DIM:
+        raise ValueError(f"checkpoint has state_dim {state_dim}, this build expects {STATE_DIM}")
     if not values.pop("use_state", True):
         raise ValueError("it reads cameras without any state, which this build no longer runs")
-    values["observation"] = {
-        "image_keys": values.pop("image_keys", []),
-        "image_size": values.pop("image_size", None),
-    }
+    keys, size = values.pop("image_keys", []), values.pop("image_size", None)
+    values["observation"] = {"image_keys": keys, "image_size": size if keys else None}
     return values
 
 

@@ -49,7 +49,7 @@ METHODS: dict[str, str] = {
     "awr": "none",
 }
 TRAIN_STATE_FORMAT = "cfgrl_ros.policy_train_state"
-TRAIN_STATE_VERSION = 1
+TRAIN_STATE_VERSION = 2  # 2: the policy config holds an ObservationSpec
 # Fields a resumed run may change: more steps, another save interval.
 RESUMABLE_CHANGES = ("steps", "save_every")
 

@@ -38,7 +38,7 @@ from cfgrl_ros.arm.command_adapter import (
     ArmCommandAdapter,
     quat_to_rotvec,
 )
-from cfgrl_ros.observation import OBSERVATION_FIELDS
+from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE, OBSERVATION_FIELDS
 from cfgrl_ros.sim.tasks import task_adapter_config, task_spec
 
 # Observation image key -> robosuite camera: the scene camera looks across the table at the
@@ -106,7 +106,7 @@ class FrankaSimEnv(gym.Env):
         self,
         task: str = "lift",
         cameras: tuple[str, ...] = (),
-        image_size: int = 84,
+        image_size: int = DEFAULT_IMAGE_SIZE,
         horizon: int | None = None,
         adapter_config: AdapterConfig | None = None,
     ) -> None:
@@ -115,8 +115,7 @@ class FrankaSimEnv(gym.Env):
         unknown = [name for name in cameras if name not in CAMERAS]
         if unknown:
             raise ValueError(f"unknown cameras {unknown}; choose from {sorted(CAMERAS)}")
-        if not 16 <= image_size <= 512:
-            raise ValueError(f"image_size must be 16-512 pixels, got {image_size}")
+        _check_image_size(image_size)
         self.horizon = self._spec.horizon if horizon is None else int(horizon)
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1 control step, got {self.horizon}")
@@ -132,7 +131,7 @@ class FrankaSimEnv(gym.Env):
             robots="Panda",
             controller_configs=_absolute_osc_config(),
             has_renderer=False,
-            has_offscreen_renderer=False,  # cameras are rendered by self._renderer
+            has_offscreen_renderer=False,  # cameras are rendered by self._renderers
             use_camera_obs=False,
             control_freq=int(CONTROL_RATE),
             horizon=10**9,  # truncation is ours; robosuite must never end an episode itself
@@ -226,6 +225,7 @@ class FrankaSimEnv(gym.Env):
         camera = camera or (self.cameras[0] if self.cameras else "image")
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; choose from {sorted(CAMERAS)}")
+        _check_image_size(size or self.image_size)
         return self._render(CAMERAS[camera], size or self.image_size)
 
     def close(self) -> None:
@@ -316,6 +316,11 @@ class FrankaSimEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         return {"success": self.success, "command": self.command, "steps": self.steps}
+
+
+def _check_image_size(size: int) -> None:
+    if not 16 <= size <= 512:
+        raise ValueError(f"image size must be 16-512 pixels, got {size}")
 
 
 def _absolute_osc_config() -> dict[str, Any]:
