@@ -12,7 +12,6 @@ policy node, adapt, eval) takes exactly those inputs from it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,13 +80,9 @@ class ObservationSpec:
     def from_dict(cls, values: Mapping[str, Any]) -> ObservationSpec:
         """Inverse of dataclasses.asdict; names unknown fields and values of the wrong type."""
         # Imported here: cfgrl_ros.policy imports torch, which this module must not need.
-        from cfgrl_ros.policy.config_types import typed_fields
+        from cfgrl_ros.policy.config_types import from_fields
 
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"observation has unknown fields {unknown} (known: {sorted(names)})")
-        return cls(**typed_fields(cls, values, prefix="observation."))
+        return from_fields(cls, values, prefix="observation.")
 
     @property
     def uses_object_pose(self) -> bool:

@@ -18,6 +18,18 @@ _SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a
 _PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 
 
+def from_fields(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """The dataclass `cls` made from a mapping of its fields (the inverse of dataclasses.asdict):
+    ValueError naming unknown fields (after `prefix`, e.g. "policy.") and values of the wrong
+    type (typed_fields)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f" of {prefix.rstrip('.')}" if prefix else ""
+        raise ValueError(f"unknown fields{where} {unknown}; known: {sorted(names)}")
+    return cls(**typed_fields(cls, values, prefix))
+
+
 def typed_fields(cls: type, values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """`values` (fields of the dataclass `cls`) checked against the fields' types, converted for
     the constructor: lists to tuples, integers to floats where a float is declared, mappings of a

@@ -34,7 +34,7 @@ from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
 from cfgrl_ros.observation import STATE_DIM, ObservationSpec
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
-from cfgrl_ros.policy.config_types import typed_fields
+from cfgrl_ros.policy.config_types import from_fields
 from cfgrl_ros.policy.networks import ImageEncoder, StateEncoder, VelocityField, mlp
 from cfgrl_ros.policy.normaliser import Normaliser
 
@@ -101,11 +101,7 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PolicyConfig:
         """Inverse of dataclasses.asdict; names unknown fields and values of the wrong type."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"policy config has unknown fields {unknown} (known: {sorted(names)})")
-        return cls(**typed_fields(cls, values, prefix="policy."))
+        return from_fields(cls, values, prefix="policy.")
 
     @property
     def state_dim(self) -> int:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.paths import file_in_the_way
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
-from cfgrl_ros.policy.config_types import typed_fields
+from cfgrl_ros.policy.config_types import from_fields
 from cfgrl_ros.policy.dataset import ChunkDataset, build_dataset
 from cfgrl_ros.policy.flow_policy import NOT_OPTIMAL, NULL, OPTIMAL, FlowPolicy, PolicyConfig
 from cfgrl_ros.policy.value import ADVANTAGE_ESTIMATORS, ValueLearner
@@ -113,11 +113,7 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Inverse of dataclasses.asdict (the policy's fields under "policy", lists for tuples);
         names unknown fields and values of the wrong type."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**typed_fields(cls, values))
+        return from_fields(cls, values)
 
 
 @dataclass
