@@ -217,6 +217,24 @@ def launch_graph(
         )
 
 
+def first_episode_of_a_graph(
+    tmp_path: Path, probe, checkpoint: Path, settings: dict, *arguments: str
+) -> tuple[Recorder, str]:
+    """Launch the graph on `checkpoint`, wait for its first episode end and stop it; what the
+    probe heard and the launch log."""
+    recorder = Recorder(probe)
+    recorder.policy = FlowPolicy.load(checkpoint, "cpu")
+    log_path = tmp_path / "launch.log"
+    launcher = launch_graph(tmp_path, settings, log_path, f"policy:={checkpoint}", *arguments)
+    try:
+        recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
+    finally:
+        recorder.close()  # later graphs may run policies with other feature sizes
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    return recorder, log_path.read_text()
+
+
 def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
     tmp_path, checkpoint, recorder, ros_probe
 ):
@@ -310,20 +328,10 @@ def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     """task:=pick_place_can reaches the simulator, and an episode the policy does not finish
     ends after the task's 250 ticks: ceil(250 / 8) = 32 decisions."""
     checkpoint = tiny_checkpoint(tmp_path / "can_policy.pt", task="pick_place_can")
-    recorder = Recorder(ros_probe)
-    recorder.policy = FlowPolicy.load(checkpoint, "cpu")
     settings = small_graph_settings(tmp_path, episodes=1)
-    log_path = tmp_path / "launch.log"
-    launcher = launch_graph(
-        tmp_path, settings, log_path, f"policy:={checkpoint}", "task:=pick_place_can"
+    recorder, log = first_episode_of_a_graph(
+        tmp_path, ros_probe, checkpoint, settings, "task:=pick_place_can"
     )
-    try:
-        recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
-    finally:
-        recorder.close()  # later graphs may run policies with other feature sizes
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(60)
-    log = log_path.read_text()
     assert "simulating pick_place_can in lockstep mode" in log, log
     end = recorder.ends[0]
     assert end.decisions == 32 or end.success, log
@@ -333,21 +341,11 @@ def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe)
     """use_camera:=true: the simulator publishes the scene and wrist cameras, the policy node
     decides from them and proprioception alone, and the noise actor learns its features."""
     checkpoint = tiny_checkpoint(tmp_path / "vision.pt", observation=VISION)
-    recorder = Recorder(ros_probe)
-    recorder.policy = FlowPolicy.load(checkpoint, "cpu")
     settings = small_graph_settings(tmp_path, episodes=1, max_decisions=3)
     settings["/**/franka_sim_node"]["ros__parameters"]["image_size"] = 32
-    log_path = tmp_path / "launch.log"
-    launcher = launch_graph(
-        tmp_path, settings, log_path, f"policy:={checkpoint}", "use_camera:=true"
+    recorder, log = first_episode_of_a_graph(
+        tmp_path, ros_probe, checkpoint, settings, "use_camera:=true"
     )
-    try:
-        recorder.spin_until(lambda: len(recorder.ends) >= 1, STARTUP + 60, "a first episode end")
-    finally:
-        recorder.close()
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(60)
-    log = log_path.read_text()
     assert "cameras: ['image', 'wrist_image']" in log, log
     assert "it reads 4 state fields (no object pose) + cameras image, wrist_image at 32x32" in log
     assert recorder.ends[0].decisions == 3, log
