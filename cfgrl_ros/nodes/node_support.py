@@ -193,11 +193,16 @@ def run_node(make_node: Callable[[], Node], name: str, args: Sequence[str] | Non
     node = None
     status = 0
     try:
-        node = make_node()
+        node = make_node()  # Ctrl-C meanwhile raises KeyboardInterrupt: start-up stops at once
+        # From here Ctrl-C only sets a flag. A KeyboardInterrupt raised while the executor runs
+        # a finaliser (rclpy's Future.__del__) is swallowed by Python ("Exception ignored"),
+        # and that Ctrl-C was lost: the node kept running.
+        interrupted: list[int] = []
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
-            # Returns to Python at least every SIGINT_LATENCY, where Ctrl-C is raised.
+        while rclpy.ok() and not interrupted:
+            # Returns to Python at least every SIGINT_LATENCY, where the flag is looked at.
             executor.spin_once(timeout_sec=SIGINT_LATENCY)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
