@@ -59,7 +59,6 @@ _EXPECTED_TYPES: dict[str, tuple[str, ...]] = {
     "wrist_image": _IMAGE_TYPES,
 }
 _EVENTS = ("start", "success", "failure")
-ARM = ("joint_states", "current_pose")  # what every observation reads
 
 
 class BagError(Exception):
@@ -509,7 +508,7 @@ class _BagEpisodes:
         where = f"bag {self.path}, episode {index} (starting at {window.start * 1e-9:.3f} s)"
         valid = {}
         rows = {}
-        observed = ("joint_states", "current_pose", "object_pose") if self.object_pose else ARM
+        observed = ["joint_states", "current_pose"] + (["object_pose"] if self.object_pose else [])
         for key in observed:
             rows[key], valid[key] = streams[key].latest(ticks, self.max_age_ns)
         command_at = ticks + self.period_ns - 1

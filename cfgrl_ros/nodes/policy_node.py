@@ -419,13 +419,18 @@ class PolicyNode(Node):
         Raises ValueError for messages that do not fit (wrong joint names, image encoding).
         """
         parts = ARM_PARTS if arm_only else self.loop.fields
-        silent = self.silent_topics(parts, now_seconds(self))
-        if silent:
+        stamps = [stamp_seconds(self._latest[p].header.stamp) for p in parts if p in self._latest]
+        complete = len(stamps) == len(parts)
+        max_age = self.safety_config.max_observation_age
+        if not complete or (
+            not self.loop_settings.lockstep and now_seconds(self) - min(stamps) > max_age
+        ):
             # The envelope holds the arm (no or a stale observation); this says which topic.
+            silent = self.silent_topics(parts, now_seconds(self))
             self.get_logger().warning(
                 f"holding the arm: {'; '.join(silent)}", throttle_duration_sec=5.0
             )
-        if any(part not in self._latest for part in parts):
+        if not complete:
             return None
         joints = self._latest["joint_states"]
         joint_pos, gripper_width = joint_arrays(joints, self.arm_joints, self.finger_joints)
@@ -445,8 +450,7 @@ class PolicyNode(Node):
                 observation[key] = image_array(self._latest[key], (width, height))
             except ValueError as error:
                 raise ValueError(f"{self.observation_topics[key]}: {error}") from None
-        stamp = min(stamp_seconds(self._latest[part].header.stamp) for part in parts)
-        return observation, stamp
+        return observation, min(stamps)
 
     def silent_topics(self, parts: Sequence[str], now: float) -> list[str]:
         """The observation topics of `parts` with no message yet, or (timer mode: a lockstep
