@@ -121,12 +121,8 @@ def test_a_decision_waits_for_its_noise_then_executes_the_chunk_and_decides_agai
 
     noise = np.full((8, 7), 2.0, dtype=np.float32)
     outputs = loop.on_noise(request.stamp_ns, noise, T0 + 0.1)
-    (decided,) = of(Decided, outputs)
-    assert decided.from_actor and decided.index == 0
-    np.testing.assert_array_equal(decided.noise, noise)
-    np.testing.assert_allclose(decided.chunk, 0.2)
-    (command,) = of(SendCommand, outputs)  # the chunk's first action, before the record
-    assert outputs.index(command) < outputs.index(decided)
+    (command,) = of(SendCommand, outputs)  # the chunk's first action; the record when it is over
+    assert not of(Decided, outputs)
     np.testing.assert_allclose(command.command.target_pos - arm.position, 0.2 * 0.03)
     assert loop.phase == Phase.EXECUTING
 
@@ -135,7 +131,12 @@ def test_a_decision_waits_for_its_noise_then_executes_the_chunk_and_decides_agai
         outputs = loop.control_step(T0 + 0.1 + 0.05 * step)
         assert len(of(SendCommand, outputs)) == 1 and not of(RequestNoise, outputs)
     arm.publish(loop, T0 + 0.3)
-    (request,) = loop.control_step(T0 + 0.3)
+    decided, request = loop.control_step(T0 + 0.3)
+    assert isinstance(decided, Decided)  # the last decision's record, then the next decision
+    assert decided.from_actor and decided.index == 0
+    np.testing.assert_array_equal(decided.noise, noise)
+    np.testing.assert_allclose(decided.chunk, 0.2)
+    assert not decided.operator.any()
     assert request.timeout == 0.05  # later decisions wait noise_timeout
     assert loop.counts["actor_noise"] == 1
 
@@ -151,15 +152,16 @@ def test_without_an_answer_in_time_the_base_policy_decides_and_late_answers_are_
     assert loop.check_deadlines(T0 + 1.99) == []
     arm.publish(loop, T0 + 2.0)
     outputs = loop.check_deadlines(T0 + 2.0)
-    (decided,) = of(Decided, outputs)
-    assert not decided.from_actor
-    assert decided.noise.shape == (8, 7) and decided.noise.std() > 0.5  # w0 ~ N(0, I)
     assert any("base policy" in log.text for log in of(Log, outputs))
     assert len(of(SendCommand, outputs)) == 1
     assert loop.counts["fallbacks"] == 1
 
     assert loop.on_noise(request.stamp_ns, np.zeros((8, 7)), T0 + 2.1) == []  # too late
     assert loop.counts["late_answers"] == 2 and loop.counts["actor_noise"] == 0
+    outputs = loop.end_episode(False, T0 + 2.2)  # the record once the decision is over
+    (decided,), (end,) = of(Decided, outputs), of(EpisodeEnded, outputs)
+    assert outputs.index(decided) < outputs.index(end) and not decided.from_actor
+    assert decided.noise.shape == (8, 7) and decided.noise.std() > 0.5  # w0 ~ N(0, I)
 
 
 def test_without_a_listening_noise_actor_the_base_policy_decides_at_once():
@@ -168,8 +170,8 @@ def test_without_a_listening_noise_actor_the_base_policy_decides_at_once():
     arm.publish(loop, T0)
     started(loop)
     outputs = loop.control_step(T0)
-    assert not of(RequestNoise, outputs)
-    assert not of(Decided, outputs)[0].from_actor
+    assert not of(RequestNoise, outputs) and of(SendCommand, outputs)
+    assert not loop.decision.from_actor
 
 
 def test_stale_observations_hold_the_arm_and_consume_no_action():
@@ -212,7 +214,8 @@ def test_lockstep_steps_only_when_every_part_arrived_after_the_last_command():
     loop = make_loop(arm, listening=False, lockstep=True)
     arm.publish(loop, 5.0)  # the simulator's reset observation, before the start
     outputs = started(loop, T0)
-    assert len(of(Decided, outputs)) == 1  # the fresh reset observation made the first step
+    assert len(of(SendCommand, outputs)) == 1  # the fresh reset observation made the first step
+    assert loop.decision.step == 1
     assert not loop.fresh()
     # Two parts of the answer: no step yet; a repeated part does not make it fresh.
     assert arm.publish(loop, 5.05, parts=PARTS[:2]) == []
@@ -239,7 +242,8 @@ def test_lockstep_end_waits_for_the_answer_to_the_last_command():
     loop = make_loop(arm, listening=False, lockstep=True)
     arm.publish(loop, 5.0)
     started(loop, T0)
-    assert loop.end_episode(True, T0 + 0.1) == []
+    (decided,) = loop.end_episode(True, T0 + 0.1)  # the record now, the end after the answer
+    assert isinstance(decided, Decided) and decided.index == 0
     assert loop.phase == Phase.STOPPING
     arm.position = np.array([0.6, 0.0, 0.1])  # where the last command led
     outputs = arm.publish(loop, 5.05)
@@ -280,7 +284,7 @@ def test_lockstep_start_without_a_fresh_reset_observation_sends_a_hold_after_res
     np.testing.assert_array_equal(hold.command.target_pos, arm.position)  # where it was measured
     assert not of(Decided, outputs) and loop.decision is None  # no action was consumed
     outputs = arm.publish(loop, 6.05)
-    assert len(of(Decided, outputs)) == 1 and loop.decision.index == 0
+    assert len(of(SendCommand, outputs)) == 1 and loop.decision.index == 0
 
 
 def test_lockstep_reset_observation_during_stopping_cannot_hang_the_next_episode():
@@ -295,7 +299,7 @@ def test_lockstep_reset_observation_during_stopping_cannot_hang_the_next_episode
     reply, outputs = loop.start_episode(T0 + 0.2)
     assert reply.success and not of(SendCommand, outputs)
     assert len(of(SendCommand, loop.check_deadlines(T0 + 1.3))) == 1
-    assert len(of(Decided, arm.publish(loop, 6.05))) == 1
+    assert len(of(SendCommand, arm.publish(loop, 6.05))) == 1 and loop.decision.index == 0
 
 
 def test_restarting_a_running_episode_ends_it_as_a_failure_first():
@@ -330,9 +334,8 @@ def test_timer_tick_sends_at_most_one_command_when_the_noise_deadline_passes():
     assert of(RequestNoise, loop.tick(T0))
     arm.publish(loop, T0 + 0.05)
     outputs = loop.tick(T0 + 0.05)
-    (decided,) = of(Decided, outputs)
     (command,) = of(SendCommand, outputs)  # the chunk's first action is not overwritten
-    expected = arm.position + 0.03 * decided.chunk[0][:3]
+    expected = arm.position + 0.03 * loop.decision.chunk[0][:3]
     np.testing.assert_allclose(command.command.target_pos, expected)
     assert loop.decision.step == 1
     arm.follow(outputs)
@@ -448,3 +451,115 @@ def test_shutdown_sends_a_last_hold_only_when_it_may(lockstep, blocked, can_publ
     if holds:
         np.testing.assert_array_equal(outputs[0].command.target_pos, arm.position)
     assert loop.envelope.shut_down
+
+
+def step(arm: FakeArm, loop: DecisionLoop, now: float) -> list:
+    """One timer-mode control step on a fresh observation; the arm follows."""
+    arm.publish(loop, now)
+    outputs = loop.control_step(now)
+    arm.follow(outputs)
+    return outputs
+
+
+def test_takeover_is_refused_with_the_reason_when_the_operator_cannot_drive():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    reply, _ = loop.takeover(True, T0)
+    assert not reply.success and "no episode is running" in reply.message
+    arm.publish(loop, T0)
+    reply, _ = loop.request_home(T0)
+    assert reply.success and loop.phase == Phase.HOMING
+    assert "homing" in loop.takeover(True, T0)[0].message
+    started(loop)
+    loop.pause()
+    assert "paused" in loop.takeover(True, T0)[0].message
+    loop.resume()
+    assert "not driving" in loop.takeover(False, T0)[0].message
+    assert loop.takeover(True, T0)[0].success and loop.operator_driving
+
+
+def test_the_operator_drives_from_the_next_tick_and_the_records_mark_its_ticks():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    policy = loop.policy
+    arm.publish(loop, T0)
+    started(loop)
+    step(arm, loop, T0)  # decision 0, row 0 from the policy
+    loop.operator_action(np.array([1.0, 0, 0, 0, 0, 0, 1.0]), T0 + 0.04)
+    assert loop.takeover(True, T0 + 0.04)[0].success
+    before = arm.position.copy()
+    (command,) = of(SendCommand, step(arm, loop, T0 + 0.05))  # row 1: the operator's
+    np.testing.assert_allclose(command.command.target_pos - before, [0.03, 0.0, 0.0])
+    assert command.command.gripper_width == 0.0  # grip > 0 closes
+
+    # Input older than operator_timeout: hold, no row consumed, the operator keeps control.
+    outputs = step(arm, loop, T0 + 0.5)
+    (hold,) = of(SendCommand, outputs)
+    np.testing.assert_array_equal(hold.command.target_pos, arm.position)
+    assert loop.decision.step == 2 and loop.operator_driving
+    assert any("operator's input is 0.46 s old" in log.text for log in of(Log, outputs))
+
+    for tick in (0.55, 0.6):  # rows 2 and 3 from the operator
+        loop.operator_action(np.array([0.0, 1.0, 0, 0, 0, 0, 1.0]), T0 + tick)
+        step(arm, loop, T0 + tick)
+    decoded = len(policy.decoded)
+    loop.operator_action(np.array([0.0, 0, 1.0, 0, 0, 0, -1.0]), T0 + 0.65)
+    outputs = step(arm, loop, T0 + 0.65)
+    (decided,) = of(Decided, outputs)  # decision 0 is over: policy row 0, operator rows 1-3
+    np.testing.assert_array_equal(decided.operator, [False, True, True, True] + [False] * 4)
+    np.testing.assert_allclose(decided.chunk[1], [1.0, 0, 0, 0, 0, 0, 1.0])
+    np.testing.assert_allclose(decided.chunk[4:], np.clip(0.1 * decided.noise[4:], -1, 1))
+    assert len(policy.decoded) == decoded  # decision 1 is the operator's: nothing decoded
+    assert loop.counts["operator_decisions"] == 1
+
+    assert loop.takeover(False, T0 + 0.66)[0].success  # back at the next decision
+    for tick in (0.7, 0.75, 0.8):
+        loop.operator_action(np.array([0.0, 0, 1.0, 0, 0, 0, -1.0]), T0 + tick)
+        step(arm, loop, T0 + tick)
+    outputs = step(arm, loop, T0 + 0.85)
+    (decided,) = of(Decided, outputs)
+    assert decided.operator[:4].all() and not decided.from_actor and not decided.noise.any()
+    np.testing.assert_allclose(decided.chunk, np.tile([0.0, 0, 1.0, 0, 0, 0, -1.0], (8, 1)))
+    assert not loop.operator_driving and len(policy.decoded) == decoded + 1
+
+
+def test_an_episode_end_hands_back_and_publishes_the_operators_record_first():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False)
+    arm.publish(loop, T0)
+    started(loop)
+    loop.takeover(True, T0)
+    loop.operator_action(np.array([0.0, 0, 0.5, 0, 0, 0, -1.0]), T0)
+    step(arm, loop, T0)
+    outputs = loop.end_episode(True, T0 + 0.05)
+    decided, end = of(Decided, outputs)[0], of(EpisodeEnded, outputs)[0]
+    assert outputs.index(decided) < outputs.index(end)
+    assert decided.operator[0] and not decided.operator[1:].any()
+    assert not loop.operator_driving
+
+
+def test_without_a_policy_the_operator_drives_every_episode():
+    arm = FakeArm()
+    loop = DecisionLoop(
+        LoopSettings(exec_horizon=4),
+        None,
+        arm,
+        PARTS[:2],
+        ArmCommandAdapter(),
+        SafetyEnvelope(SafetyConfig()),
+        make_loop(arm).home,
+    )
+    arm.publish(loop, T0)
+    started(loop)
+    assert loop.operator_driving
+    assert "no policy" in loop.takeover(False, T0)[0].message
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        loop.operator_action(np.array([np.nan] * 7), T0)
+    loop.operator_action(np.array([0.0, -1.0, 0, 0, 0, 0, -1.0]), T0)
+    before = arm.position.copy()
+    outputs = loop.control_step(T0)
+    (command,) = of(SendCommand, outputs)
+    np.testing.assert_allclose(command.command.target_pos - before, [0.0, -0.03, 0.0])
+    assert not of(Decided, outputs)
+    (end,) = of(EpisodeEnded, loop.end_episode(True, T0 + 0.05))
+    assert end.success and end.decisions == 0 and end.features.shape == (0,)

@@ -14,10 +14,20 @@ Phases (``DecisionLoop.phase``):
   ``first_noise_timeout`` for an episode's first decision), then the chunk is decoded from the
   answer or from w0 ~ N(0, I), the base policy.
 - EXECUTING: an episode runs; each control step sends the next action of the chunk, and after
-  ``exec_horizon`` actions a new decision starts.
+  ``exec_horizon`` actions a new decision starts. A decision's record (`Decided`) is output
+  once it is over: the next decision starts or the episode ends.
 - STOPPING: lockstep only: the episode ended while the simulator had not answered the last
   target; the episode-end record waits for that answer (at most ``stop_wait``), so that it
   describes the state the last command led to.
+
+Operator: ``takeover(True)`` (refused with the reason when no episode runs, while paused,
+homing or stopping) hands the arm to the operator at the next control step: each step then
+sends the operator's latest action (`operator_action`) instead of the chunk's, or holds the arm
+when none is younger than ``operator_timeout`` (the operator stays in control: control never
+goes back to the policy unasked). Decisions go on on the same grid: one started while the
+operator drives decodes nothing, and the records mark the operator's ticks. ``takeover(False)``
+hands back at the next decision, so that the policy executes whole chunks decoded for the
+state they start from. An episode's end hands back too.
 
 Control steps: with ``lockstep`` false the node's timer calls ``tick`` (the deadlines, then a
 control step: at most one command per tick) and observations are checked against ``now``. With
@@ -39,7 +49,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from cfgrl_ros.arm.command_adapter import ArmCommand, ArmCommandAdapter
+from cfgrl_ros.arm.command_adapter import ACTION_DIM, ArmCommand, ArmCommandAdapter
 from cfgrl_ros.arm.safety import SafetyEnvelope
 from cfgrl_ros.control.messages import Log, Reply
 
@@ -93,6 +103,7 @@ class LoopSettings:
     use_noise_actor: bool = True
     lockstep_resend: float = LOCKSTEP_RESEND
     stop_wait: float = STOP_WAIT
+    operator_timeout: float = 0.25  # seconds an operator action is used for
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -115,7 +126,8 @@ class RequestNoise:
 
 @dataclass(frozen=True)
 class Decided:
-    """An executed decision, for the decision record."""
+    """A decision that is over, for the decision record (`chunk`: as executed, `operator`: the
+    rows the operator drove; cfgrl_ros.nodes.decision_messages explains both)."""
 
     stamp_ns: int
     features: np.ndarray
@@ -124,6 +136,7 @@ class Decided:
     guidance_weight: float
     from_actor: bool
     index: int
+    operator: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -147,9 +160,33 @@ class Decision:
     features: np.ndarray
     guidance_weight: float
     index: int
-    chunk: np.ndarray | None = None  # None while waiting for the noise actor
+    chunk: np.ndarray | None = None  # as executed so far; None while waiting for the noise actor
+    noise: np.ndarray | None = None
     from_actor: bool = False
+    decoded: bool = True  # False: the operator drove from the start, nothing was decoded
     step: int = 0  # actions of the chunk sent so far
+    operator: np.ndarray | None = None  # [H] bool: the rows the operator drove
+
+    def executed(self, action: np.ndarray, by_operator: bool) -> None:
+        """Row `step` went out as `action` (the decoded row, or the operator's)."""
+        if self.decoded:
+            self.chunk[self.step] = action
+        else:  # rows after the last executed one repeat it
+            self.chunk[self.step :] = action
+        self.operator[self.step] = by_operator
+        self.step += 1
+
+    def record(self) -> Decided:
+        return Decided(
+            self.stamp_ns,
+            self.features,
+            self.noise,
+            self.chunk.copy(),
+            self.guidance_weight,
+            self.from_actor,
+            self.index,
+            self.operator.copy(),
+        )
 
 
 class DecisionLoop:
@@ -158,7 +195,7 @@ class DecisionLoop:
     def __init__(
         self,
         settings: LoopSettings,
-        policy: Policy,
+        policy: Policy | None,
         observe: ObservationSource,
         fields: tuple[str, ...],
         adapter: ArmCommandAdapter,
@@ -181,7 +218,14 @@ class DecisionLoop:
         self.noise_actor_listening = noise_actor_listening
         self.blocked = blocked  # an external guard's reason not to command the arm at all
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.counts = {"decisions": 0, "actor_noise": 0, "fallbacks": 0, "late_answers": 0}
+        self.counts = {
+            "decisions": 0,
+            "actor_noise": 0,
+            "fallbacks": 0,
+            "late_answers": 0,
+            "operator_decisions": 0,
+            "takeovers": 0,
+        }
 
         self.running = False
         self.decision: Decision | None = None
@@ -190,7 +234,12 @@ class DecisionLoop:
         self._stopping_since: float | None = None
         self._homing_until: float | None = None
         self._outcome = False
-        self._last_features = np.zeros(policy.feature_dim, dtype=np.float32)
+        self._last_features = np.zeros(policy.feature_dim if policy else 0, dtype=np.float32)
+        # Without a policy the operator drives every episode (recording demonstrations).
+        self.operator_driving = False
+        self._handing_back = False
+        self._operator_action: np.ndarray | None = None
+        self._operator_action_time = -np.inf
         self._last_command: ArmCommand | None = None
         self._last_command_time = 0.0
         self._started_at = 0.0
@@ -243,14 +292,83 @@ class DecisionLoop:
         at = self._envelope_time(stamp, now)
         verdict = self.envelope.check_observation(observation, stamp, at)
         decision = self.decision
+        if self.policy is None:  # no decisions: the operator's action, or a hold
+            self._send(out, observation, self._operator(out, now) if verdict.ok else None, at, now)
+            return out
         if verdict.ok and (decision is None or decision.step >= self.settings.exec_horizon):
+            if decision is not None:
+                out.append(decision.record())
             return out + self._start_decision(now)
         action = None
         if verdict.ok:
-            action = decision.chunk[decision.step]
-            decision.step += 1
+            action = self._next_action(decision, out, now)
         self._send(out, observation, action, at, now)
         return out
+
+    def _next_action(self, decision: Decision, out: list[Output], now: float) -> np.ndarray | None:
+        """The decision's next row (the operator's while it drives; None: hold), marked sent."""
+        by_operator = self.operator_driving
+        action = self._operator(out, now) if by_operator else decision.chunk[decision.step].copy()
+        if action is not None:
+            decision.executed(action, by_operator)
+        return action
+
+    def _operator(self, out: list[Output], now: float) -> np.ndarray | None:
+        """The operator's latest action, None (hold) when none is younger than the timeout."""
+        age = now - self._operator_action_time
+        if age <= self.settings.operator_timeout:
+            return self._operator_action
+        silence = "never received" if self._operator_action is None else f"{age:.2f} s old"
+        self._log(
+            out,
+            now,
+            "warning",
+            f"operator: holding the arm, the operator's input is {silence} (operator_timeout "
+            f"{self.settings.operator_timeout} s); the operator keeps control",
+            throttle=2.0,
+        )
+        return None
+
+    def operator_action(self, action: np.ndarray, now: float) -> None:
+        """The operator's latest normalised action (used while the operator drives)."""
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"operator action must be {ACTION_DIM} finite numbers, got {action!r}")
+        self._operator_action = action
+        self._operator_action_time = now
+
+    def takeover(self, operator: bool, now: float) -> tuple[Reply, list[Output]]:
+        """``operator`` True: the operator drives from the next control step; False: the policy
+        from the next decision. Refused, with the reason, when that cannot happen now."""
+        out: list[Output] = []
+        refusal = ""
+        if self.policy is None:
+            refusal = "there is no policy: the operator drives every episode"
+        elif not operator:
+            if not self.operator_driving:
+                refusal = "the operator is not driving"
+        elif self.envelope.shut_down:
+            refusal = "shut down: cannot move the arm"
+        elif self.envelope.paused:
+            refusal = "paused: call ~/resume first"
+        elif self._homing_until is not None:
+            refusal = "homing: wait until the arm is home and an episode runs"
+        elif not self.running:
+            refusal = "no episode is running"
+        if refusal:
+            request = "takeover" if operator else "hand back"
+            return Reply(False, f"{request} refused: {refusal}"), out
+        if not operator:
+            self._handing_back = True
+            self._log(out, now, "info", "operator: the policy drives again from the next decision")
+            return Reply(True, "the policy drives from the next decision"), out
+        self._handing_back = False
+        if self.operator_driving:
+            return Reply(True, "the operator already drives"), out
+        self.operator_driving = True
+        self.counts["takeovers"] += 1
+        self._log(out, now, "info", "operator: takeover, the operator drives from the next step")
+        return Reply(True, "the operator drives from the next control step"), out
 
     def on_noise(self, stamp_ns: int, noise: np.ndarray, now: float) -> list[Output]:
         """The noise actor's answer for the decision stamped `stamp_ns`."""
@@ -344,6 +462,8 @@ class DecisionLoop:
         self.running = True
         self.decision_index = 0
         self._started_at = now
+        self.operator_driving = self.policy is None
+        self._handing_back = False
         self._log(out, now, "info", "episode started")
         if self.settings.lockstep and self.fresh():
             out += self.control_step(now)  # the simulator's reset observation came first
@@ -353,13 +473,17 @@ class DecisionLoop:
         """End the running episode; its end record follows (lockstep: after the last answer)."""
         if not self.running:
             return []
+        out: list[Output] = []
+        if self.decision is not None and self.decision.chunk is not None:
+            out.append(self.decision.record())
         self.running = False
         self.decision = None
+        self.operator_driving = self._handing_back = False
         self._outcome = success
         if self.settings.lockstep and self._last_command is not None and not self.fresh():
             self._stopping_since = now
-            return []
-        return self._publish_end(now)
+            return out
+        return out + self._publish_end(now)
 
     def _publish_end(self, now: float) -> list[Output]:
         self._stopping_since = None
@@ -367,15 +491,16 @@ class DecisionLoop:
         features = None
         try:
             observed = self.observe(with_images=True)
-            if observed is not None:
+            if observed is not None and self.policy is not None:
                 features = self.policy.encode(observed[0])
         except ValueError as error:
             self._log(out, now, "error", f"cannot encode the final observation: {error}")
         if features is None:  # the best estimate of the final state: the last decision's
             features = self._last_features
-            self._log(
-                out, now, "warning", "no final observation; the end record repeats the last one"
-            )
+            if self.policy is not None:
+                self._log(
+                    out, now, "warning", "no final observation; the end record repeats the last one"
+                )
         out.append(EpisodeEnded(self._stamp(now), features, self._outcome, self.decision_index))
         self._episode_receipt = self._receipts
         self._last_command = None
@@ -394,9 +519,20 @@ class DecisionLoop:
         except ValueError as error:
             self._log(out, now, "error", f"cannot encode the observation: {error}")
             return out
+        if self._handing_back:
+            self.operator_driving = self._handing_back = False
         stamp_ns = self._stamp(now)
-        self.decision = Decision(stamp_ns, features, self.guidance_weight, self.decision_index)
+        horizon = self.policy.noise_shape[0]
+        self.decision = Decision(
+            stamp_ns,
+            features,
+            self.guidance_weight,
+            self.decision_index,
+            operator=np.zeros(horizon, dtype=bool),
+        )
         self._last_features = features
+        if self.operator_driving:
+            return out + self._operator_decision(now)
         if not self.settings.use_noise_actor or not self.noise_actor_listening():
             return out + self._finish_decision(None, now)
         first = self.decision_index == 0
@@ -411,28 +547,31 @@ class DecisionLoop:
         decision.from_actor = noise is not None
         if noise is None:
             noise = self.rng.standard_normal(self.policy.noise_shape).astype(np.float32)
+        decision.noise = noise
         decision.chunk = self.policy.decode(decision.features, noise, decision.guidance_weight)
         self.decision_index += 1
         self.counts["decisions"] += 1
         self.counts["actor_noise" if decision.from_actor else "fallbacks"] += 1
+        return self._first_action(decision, now)
 
+    def _operator_decision(self, now: float) -> list[Output]:
+        """A decision the operator drives from its start: nothing to decode."""
+        decision = self.decision
+        decision.decoded = False
+        decision.noise = np.zeros(self.policy.noise_shape, dtype=np.float32)
+        decision.chunk = np.zeros(self.policy.noise_shape, dtype=np.float32)
+        self.decision_index += 1
+        self.counts["decisions"] += 1
+        self.counts["operator_decisions"] += 1
+        return self._first_action(decision, now)
+
+    def _first_action(self, decision: Decision, now: float) -> list[Output]:
         out: list[Output] = []
         observation, stamp = self._observe(out, now, with_images=False)
         at = self._envelope_time(stamp, now)
         verdict = self.envelope.check_observation(observation, stamp, at)
-        decision.step = 1 if verdict.ok else 0
-        self._send(out, observation, decision.chunk[0] if verdict.ok else None, at, now)
-        out.append(
-            Decided(
-                decision.stamp_ns,
-                decision.features,
-                noise,
-                decision.chunk,
-                decision.guidance_weight,
-                decision.from_actor,
-                decision.index,
-            )
-        )
+        action = self._next_action(decision, out, now) if verdict.ok else None
+        self._send(out, observation, action, at, now)
         return out
 
     # ------------------------------------------------------------------------------ homing

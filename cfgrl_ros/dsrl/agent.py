@@ -300,7 +300,9 @@ class NoiseAgent:
     """Chooses start noise per decision, learns from decisions, checkpoints itself.
 
     Counters: `transitions` (online decisions added), `offline_transitions` (from recorded
-    episodes), `episodes` (online episodes ended), `updates` (gradient updates done).
+    episodes), `operator_transitions` (online decisions the operator drove at least one tick
+    of: stored by DSRL-NA, left out by DSRL-SAC), `episodes` (online episodes ended), `updates`
+    (gradient updates done).
     """
 
     def __init__(
@@ -318,6 +320,7 @@ class NoiseAgent:
         self._guidance_weight = float(guidance_weight)
         self.transitions = 0
         self.offline_transitions = 0
+        self.operator_transitions = 0
         self.episodes = 0
         self.metadata: dict[str, Any] = {}  # run state restored by load()
         self._lock = threading.RLock()
@@ -351,6 +354,7 @@ class NoiseAgent:
         return {
             "transitions": self.transitions,
             "offline_transitions": self.offline_transitions,
+            "operator_transitions": self.operator_transitions,
             "episodes": self.episodes,
             "updates": self.updates,
         }
@@ -383,15 +387,19 @@ class NoiseAgent:
         next_features: np.ndarray,
         terminated: bool,
         truncated: bool = False,
-    ) -> None:
-        """Record one executed decision.
+        operator_ticks: int = 0,
+    ) -> bool:
+        """Record one executed decision; returns whether it was stored.
 
-        noise: the start noise (H, A) that was decoded; chunk: the decoded chunk (H, A) or its
-        executed part (exec_horizon, A); reward: the task's, summed over the executed ticks
-        (`reward_offset` is added here); terminated:
-        the task ended (success); truncated: the episode was cut (time limit, operator) and the
-        value of next_features is still bootstrapped. DSRL-SAC stores the noise (clipped to
-        +-magnitude, the range it can act in); DSRL-NA stores the executed chunk.
+        noise: the start noise (H, A) that was decoded; chunk: the chunk (H, A) as executed or
+        its executed part (exec_horizon, A); reward: the task's, summed over the executed ticks
+        (`reward_offset` is added here); terminated: the task ended (success); truncated: the
+        episode was cut (time limit, operator) and the value of next_features is still
+        bootstrapped; operator_ticks: how many executed rows the operator drove instead of
+        the decoded chunk. DSRL-NA stores the executed chunk, whoever chose it: its action
+        critic Q^A learns from interventions and passes them to the noise actor through
+        distillation. DSRL-SAC stores the noise (clipped to +-magnitude, the range it can act
+        in), which did not produce an operator's rows: it leaves those decisions out.
         """
         features = self._check_features(features, "features")
         next_features = self._check_features(next_features, "next_features")
@@ -408,16 +416,20 @@ class NoiseAgent:
         if not np.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
         reward = float(reward) + self.config.reward_offset
+        stored = not (operator_ticks and self.config.algo == "dsrl_sac")
         if self.config.algo == "dsrl_sac":
             action = self.noise_space.action_from_noise(noise)
         else:
             action = chunk[: self.config.exec_horizon].reshape(-1)
         with self._lock:
-            self._add(features, action, reward, next_features, terminated, truncated)
-            self.transitions += 1
-            self.model.num_timesteps += 1
+            if stored:
+                self._add(features, action, reward, next_features, terminated, truncated)
+                self.transitions += 1
+                self.model.num_timesteps += 1
+            self.operator_transitions += int(operator_ticks > 0)
             if terminated or truncated:
                 self.episodes += 1
+        return stored
 
     def add_offline_episodes(self, episodes: Iterable[Episode]) -> int:
         """DSRL-NA: add every decision of recorded episodes (no noise needed); returns how many."""
@@ -612,6 +624,7 @@ class NoiseAgent:
         counters = state["counters"]
         agent.transitions = counters["transitions"]
         agent.offline_transitions = counters["offline_transitions"]
+        agent.operator_transitions = counters.get("operator_transitions", 0)  # added later
         agent.episodes = counters["episodes"]
         agent.metadata = state["metadata"]
         return agent

@@ -13,6 +13,11 @@ Topic names are relative: they live in the nodes' namespace.
   transient local, depth 1 (a restarted node learns whether an episode is running).
 - ``reward``, std_msgs/Float64 (1.0 success, 0.0 failure at each episode end), reward/reset
   node -> loggers.
+- ``teleop/action``, sensor_msgs/JointState, teleop node -> policy node; reliable, volatile,
+  depth 1: the operator's latest normalised action (below).
+- ``policy_node/takeover``, std_srvs/SetBool, teleop node (or anyone) -> policy node: true hands
+  the arm to the operator at the next control tick, false hands it back to the policy at the
+  next decision; the reply says why a request was refused.
 
 Noise request (``dsrl/noise_request``): at each decision the policy node encodes the latest
 observation and publishes a stamped, named vector: ``name`` = ``guidance_weight, feature/0 ..
@@ -26,16 +31,24 @@ chunk (H steps x A action dimensions) like the action chunk it will be decoded i
 ``noise_timeout`` for the answer with its stamp; otherwise it decodes from w0 ~ N(0, I) (the
 base policy) and marks the decision (``noise_from_actor`` = 0). Late answers are dropped.
 
-Decision record (``dsrl/decision``): every executed decision, published once its first action
-has been sent to the arm, as a stamped named vector (every number labelled, so bags and plots
-read it without this module):
+Decision record (``dsrl/decision``): every executed decision, published once it is over (its
+``exec_horizon`` actions sent, or the episode ended), as a stamped named vector (every number
+labelled, so bags and plots read it without this module):
 
     episode_end = 0, decision_index, exec_horizon, guidance_weight, noise_from_actor,
-    feature/i (D), noise/k/<action name> (H x A), chunk/k/<action name> (H x A)
+    feature/i (D), noise/k/<action name> (H x A), chunk/k/<action name> (H x A),
+    operator/k (H)
 
-``exec_horizon`` is how many rows of the decoded chunk the arm executes before the next
-decision. When an episode ends (``episode_event`` success or failure) the policy node stops
-commanding and publishes an episode-end record:
+``exec_horizon`` is how many rows of the chunk the arm executes before the next decision.
+``chunk`` is the chunk as executed: row k is the action sent at the decision's k-th tick, which
+is the decoded row unless the operator drove that tick (``operator/k`` = 1); rows never
+executed keep the decoded ones. A decision the operator drove from its start decodes nothing:
+its noise is 0, ``noise_from_actor`` 0, and its rows after the last executed one repeat that
+action. DSRL-NA learns from the executed chunk whoever chose it; DSRL-SAC, which learns the
+noise, stores only decisions without operator ticks.
+
+When an episode ends (``episode_event`` success or failure) the policy node stops commanding,
+publishes the record of the decision it was executing and then an episode-end record:
 
     episode_end = 1, success, decisions, feature/i (D: the final observation)
 
@@ -45,6 +58,12 @@ features (or the end record's), its reward is 1 if it is the last decision of a 
 episode (sparse success), and it is terminal exactly then. The durable history lets a
 restarted noise actor receive the records it missed; it drops those it has already stored by
 their stamps.
+
+Operator action (``teleop/action``): ``header.stamp`` = when the teleop node read the input,
+``name`` = `ACTION_NAMES`, ``position`` = the normalised action in [-1, 1] (the policy's action
+space: the same adapter and safety envelope turn it into a target). The policy node uses it
+while the operator drives and only while it is younger than its ``operator_timeout``; older, it
+holds the arm and keeps the operator in control.
 """
 
 from __future__ import annotations
@@ -65,6 +84,8 @@ ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "g
 assert len(ACTION_NAMES) == ACTION_DIM
 
 NOISE_REQUEST_TOPIC = "dsrl/noise_request"
+OPERATOR_ACTION_TOPIC = "teleop/action"
+TAKEOVER_SERVICE = "policy_node/takeover"
 NOISE_TOPIC = "dsrl/noise"
 DECISION_TOPIC = "dsrl/decision"
 EPISODE_EVENT_TOPIC = "episode_event"
@@ -89,6 +110,16 @@ def event_qos(depth: int = 1) -> QoSProfile:
     succession ("failure" then "start") are all delivered.
     """
     return record_qos(depth)
+
+
+def operator_qos() -> QoSProfile:
+    """Operator actions: reliable, only the latest matters."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def exchange_qos() -> QoSProfile:
@@ -128,11 +159,16 @@ class DecisionRecord:
     stamp_ns: int
     features: np.ndarray  # [D] float32: the policy's encoding of the observation
     noise: np.ndarray  # [H, A]: the start noise w0 the chunk was decoded from
-    chunk: np.ndarray  # [H, A]: the decoded action chunk
+    chunk: np.ndarray  # [H, A]: the chunk as executed (decoded rows, the operator's where it drove)
     guidance_weight: float
-    noise_from_actor: bool  # False: the actor did not answer in time, w0 ~ N(0, I)
+    noise_from_actor: bool  # False: the actor did not answer in time (w0 ~ N(0, I)), or operator
     decision_index: int  # 0 for the first decision of an episode
     exec_horizon: int  # rows of the chunk executed before the next decision
+    operator: np.ndarray  # [H] bool: the rows the operator drove
+
+    @property
+    def operator_ticks(self) -> int:
+        return int(np.count_nonzero(self.operator))
 
 
 @dataclass
@@ -163,6 +199,7 @@ def decision_names(feature_dim: int, horizon: int) -> tuple[str, ...]:
         *_feature_names(feature_dim),
         *_chunk_names("noise", horizon),
         *_chunk_names("chunk", horizon),
+        *(f"operator/{k}" for k in range(horizon)),
     )
 
 
@@ -259,6 +296,7 @@ def decision_message(record: DecisionRecord) -> JointState:
             np.asarray(record.features, dtype=np.float64).reshape(-1),
             np.asarray(record.noise, dtype=np.float64).reshape(-1),
             np.asarray(record.chunk, dtype=np.float64).reshape(-1),
+            np.asarray(record.operator, dtype=np.float64).reshape(-1),
         ]
     )
     message.position = values.tolist()
@@ -312,14 +350,16 @@ def parse_record(
     if tuple(message.name) != expected:
         raise ValueError(
             f"decision record has {len(message.name)} values, expected {len(expected)} "
-            f"({feature_dim} features, {horizon}x{ACTION_DIM} noise and chunk): the policy "
+            f"({feature_dim} features, {horizon}x{ACTION_DIM} noise and chunk, {horizon} operator "
+            "marks): the policy "
             "node runs another checkpoint"
         )
     offset = len(_DECISION_SCALARS)
     chunk_size = horizon * ACTION_DIM
     features = values[offset : offset + feature_dim]
     noise = values[offset + feature_dim : offset + feature_dim + chunk_size]
-    chunk = values[offset + feature_dim + chunk_size :]
+    chunk = values[offset + feature_dim + chunk_size : offset + feature_dim + 2 * chunk_size]
+    operator = values[offset + feature_dim + 2 * chunk_size :]
     return DecisionRecord(
         stamp_ns=stamp_ns,
         features=features.astype(np.float32),
@@ -329,4 +369,27 @@ def parse_record(
         noise_from_actor=bool(values[4]),
         decision_index=int(values[1]),
         exec_horizon=int(values[2]),
+        operator=operator == 1.0,
     )
+
+
+def operator_action_message(stamp_ns: int, action: np.ndarray) -> JointState:
+    message = JointState()
+    message.header.stamp = stamp_from_ns(stamp_ns)
+    message.name = list(ACTION_NAMES)
+    message.position = np.asarray(action, dtype=np.float64).reshape(-1).tolist()
+    return message
+
+
+def operator_action_from_message(message: JointState) -> np.ndarray:
+    """The (A,) action of an operator action; ValueError if it is not one or not finite."""
+    if tuple(message.name) != ACTION_NAMES or len(message.position) != ACTION_DIM:
+        raise ValueError(
+            f"{OPERATOR_ACTION_TOPIC} message names {list(message.name)} with "
+            f"{len(message.position)} values, expected {list(ACTION_NAMES)}: publish it with "
+            "the teleop node"
+        )
+    action = np.asarray(message.position, dtype=np.float32)
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"{OPERATOR_ACTION_TOPIC} action has NaN or infinite values; not used")
+    return action

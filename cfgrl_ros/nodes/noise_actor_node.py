@@ -6,7 +6,8 @@ Answers each ``dsrl/noise_request`` of the policy node with noise from the SAC a
 (``agent.algo``: dsrl_na, the default, or dsrl_sac) on ``dsrl/noise``; turns the
 ``dsrl/decision`` records into transitions (cfgrl_ros.nodes.decision_messages explains how)
 and trains with ``agent.utd`` gradient updates per decision once ``agent.prefill_decisions``
-decisions are stored:
+decisions are stored (decisions the operator drove, marked in the records, are stored by
+DSRL-NA as the chunks executed and left out by DSRL-SAC: NoiseAgent.add_transition says why):
 
 - ``train_schedule: between_episodes`` (default): after each episode, in the node's thread,
   so the first decision of the next episode waits for the training (the arm is at rest then);
@@ -269,7 +270,7 @@ class NoiseActorNode(Node):
                 throttle_duration_sec=10.0,
             )
             return
-        if not record.noise_from_actor:
+        if not record.noise_from_actor and not record.operator_ticks:
             self.fallbacks += 1
         expected = 0 if self._pending is None else self._pending.decision_index + 1
         if record.decision_index not in (0, expected):
@@ -313,7 +314,7 @@ class NoiseActorNode(Node):
     ) -> None:
         # Success terminates; any other end (timeout, operator) truncates: bootstrap from it.
         try:
-            self.agent.add_transition(
+            stored = self.agent.add_transition(
                 record.features,
                 record.noise,
                 record.chunk,
@@ -321,12 +322,13 @@ class NoiseActorNode(Node):
                 next_features,
                 terminated=success,
                 truncated=end and not success,
+                operator_ticks=record.operator_ticks,
             )
         except ValueError as error:  # NaN in a record: the decision cannot be learned from
             self.rejected_records += 1
             self.get_logger().error(f"decision not stored: {error}", throttle_duration_sec=10.0)
             return
-        if self.agent.learning_started:
+        if stored and self.agent.learning_started:
             with self._budget_lock:
                 self._budget += self.agent.config.utd
 
@@ -373,6 +375,7 @@ class NoiseActorNode(Node):
                 f"{sum(self.recent) / len(self.recent):.3f}" if self.recent else "0.000"
             ),
             "transitions": counters["transitions"],
+            "operator_transitions": counters["operator_transitions"],
             "replay_size": self.agent.replay_size,
             "updates": counters["updates"],
             "updates_owed": self._budget,

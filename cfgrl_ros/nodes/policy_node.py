@@ -40,10 +40,19 @@ until it is within ``home_tolerance`` / ``home_rotation_tolerance`` or ``home_ti
 passed. Homing needs only the arm's state (joint states and pose), not the object's; it is
 refused while an episode runs and in lockstep mode (the simulator resets itself).
 
+Operator: ``~/takeover`` (std_srvs/SetBool; the teleop node calls it at its takeover button)
+true hands the arm to the operator at the next control step: each step then sends the latest
+``teleop/action`` (the normalised action the teleop node makes of a SpaceMouse or joystick)
+through the same adapter and envelope, holding the arm while none is younger than
+``operator_timeout``; false hands it back at the next decision. The decision records mark the
+ticks the operator drove (cfgrl_ros.control.decision_loop has the rules). With an empty
+``checkpoint`` there is no policy: the operator drives every episode (recording
+demonstrations), and the node reads only the arm's state.
+
 Services: ``~/start_episode`` above, ``~/pause`` and ``~/resume`` (std_srvs/Trigger) hold the
-arm and let it go again; ``~/home`` above. Ctrl-C sends a last hold (unless the robot mode guard
-forbids commanding the arm) and exits. Diagnostics on ``/diagnostics``: decisions, noise
-answers and fallbacks, decode time, safety.
+arm and let it go again; ``~/home`` and ``~/takeover`` above. Ctrl-C sends a last hold (unless
+the robot mode guard forbids commanding the arm) and exits. Diagnostics on ``/diagnostics``:
+decisions, noise answers and fallbacks, operator, decode time, safety.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from cfgrl_ros.arm.safety import SafetyConfig, SafetyEnvelope
@@ -98,6 +107,7 @@ from cfgrl_ros.nodes.decision_messages import (
     EPISODE_EVENT_TOPIC,
     NOISE_REQUEST_TOPIC,
     NOISE_TOPIC,
+    OPERATOR_ACTION_TOPIC,
     DecisionRecord,
     EpisodeEnd,
     decision_message,
@@ -106,6 +116,8 @@ from cfgrl_ros.nodes.decision_messages import (
     exchange_qos,
     noise_from_message,
     noise_request_message,
+    operator_action_from_message,
+    operator_qos,
     record_qos,
     stamp_to_ns,
 )
@@ -118,6 +130,7 @@ from cfgrl_ros.nodes.node_support import (
     run_node,
     write_log,
 )
+from cfgrl_ros.observation import PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.policy import FlowPolicy
 
 MAX_GUIDANCE_WEIGHT = 10.0
@@ -162,8 +175,9 @@ class PolicyNode(Node):
     def __init__(self, **node_options: Any) -> None:
         super().__init__("policy_node", **node_options)
         self._declare_parameters()
-        self.policy = FlowPolicy.load(self.checkpoint, self.device)
-        self._check_configuration()
+        self.policy = FlowPolicy.load(self.checkpoint, self.device) if self.checkpoint else None
+        if self.policy is not None:
+            self._check_configuration()
         self.envelope = SafetyEnvelope(self.safety_config)
         self.gripper_settings = declare_gripper_settings(self, self.adapter.config, self.envelope)
         self.gripper = declare_gripper(self, self.gripper_settings)
@@ -172,7 +186,11 @@ class PolicyNode(Node):
 
         # Observation topics, exactly the policy's inputs: part -> latest message.
         self._latest: dict[str, Any] = {}
-        self.observation_spec = self.policy.config.observation
+        self.observation_spec = (
+            self.policy.config.observation
+            if self.policy is not None
+            else ObservationSpec(state_fields=PROPRIOCEPTION)  # the operator drives: the arm
+        )
         subscriptions = {
             "joint_states": (JointState, "joint_states"),
             "current_pose": (PoseStamped, CURRENT_POSE_TOPIC),
@@ -191,7 +209,10 @@ class PolicyNode(Node):
             for part, (message_type, topic) in subscriptions.items()
         }
 
-        self.torch_policy = TorchPolicy(self.policy, self.denoising_steps)
+        self.torch_policy = (
+            TorchPolicy(self.policy, self.denoising_steps) if self.policy is not None else None
+        )
+        self.rejected_operator_actions = 0
         self.loop = DecisionLoop(
             self.loop_settings,
             self.torch_policy,
@@ -220,10 +241,14 @@ class PolicyNode(Node):
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, NOISE_TOPIC, self._on_noise, exchange_qos())
         self.create_subscription(String, EPISODE_EVENT_TOPIC, self._on_event, event_qos(10))
+        self.create_subscription(
+            JointState, OPERATOR_ACTION_TOPIC, self._on_operator_action, operator_qos()
+        )
         self.create_service(Trigger, "~/start_episode", self._on_start_episode)
         self.create_service(Trigger, "~/pause", self._on_pause)
         self.create_service(Trigger, "~/resume", self._on_resume)
         self.create_service(Trigger, "~/home", self._on_home)
+        self.create_service(SetBool, "~/takeover", self._on_takeover)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._noise_timer = None  # re-checks the loop's deadlines while it awaits noise
@@ -234,22 +259,32 @@ class PolicyNode(Node):
         else:
             self.create_timer(self.control_period, lambda: self._run(self.loop.tick))
         self.create_timer(1.0, self._publish_diagnostics)
+        control = "lockstep" if self.loop_settings.lockstep else "timer"
+        if self.policy is None:
+            self.get_logger().info(
+                f"no checkpoint: the operator drives every episode from {OPERATOR_ACTION_TOPIC} "
+                f"({control} control)"
+            )
+            return
         config = self.policy.config
         self.get_logger().info(
             f"policy {self.checkpoint} on {self.policy.device}: chunks {config.horizon}x"
             f"{config.action_dim}, executing {self.loop_settings.exec_horizon} per decision, "
-            f"w = {self.guidance_weight}, "
-            f"{'lockstep' if self.loop_settings.lockstep else 'timer'} control; it reads "
+            f"w = {self.guidance_weight}, {control} control; it reads "
             f"{self.observation_spec.describe()}"
         )
 
     # ---------------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> None:
         """Every parameter of the node, in one place."""
-        self.checkpoint = declare(self, "checkpoint", "", "FlowPolicy checkpoint (.pt) to run")
+        self.checkpoint = declare(
+            self,
+            "checkpoint",
+            "",
+            "FlowPolicy checkpoint (.pt) to run; empty: no policy, the operator drives every "
+            "episode (recording demonstrations)",
+        )
         self.device = declare(self, "device", "auto", "torch device: auto, cpu or cuda")
-        if not self.checkpoint:
-            raise ValueError("parameter checkpoint is empty: pass the FlowPolicy checkpoint path")
         self.guidance_weight = declare(
             self,
             "guidance_weight",
@@ -288,6 +323,12 @@ class PolicyNode(Node):
             "seconds to wait for the answer at an episode's first decision (the actor may be "
             "training between episodes)",
         )
+        operator_timeout = declare(
+            self,
+            "operator_timeout",
+            LoopSettings.operator_timeout,
+            "seconds an operator action (teleop/action) is used for; older, the arm holds",
+        )
         use_noise_actor = declare(
             self,
             "use_noise_actor",
@@ -320,6 +361,7 @@ class PolicyNode(Node):
                 "control_rate": control_rate,
                 "noise_timeout": noise_timeout,
                 "first_noise_timeout": first_noise_timeout,
+                "operator_timeout": operator_timeout,
             }
         )
         self.control_period = 1.0 / control_rate
@@ -329,6 +371,7 @@ class PolicyNode(Node):
             noise_timeout=noise_timeout,
             first_noise_timeout=first_noise_timeout,
             use_noise_actor=use_noise_actor,
+            operator_timeout=operator_timeout,
         )
         self.adapter = declare_adapter(self)
         self.safety_config = declare_settings(self, SafetyConfig, "safety.")
@@ -388,7 +431,7 @@ class PolicyNode(Node):
     def _on_set_parameters(self, parameters: Sequence[Any]) -> SetParametersResult:
         # rclpy has already checked the type and the range [0, MAX_GUIDANCE_WEIGHT].
         weights = [p.value for p in parameters if p.name == "guidance_weight"]
-        if weights and self.policy.config.condition == "none":
+        if weights and (self.policy is None or self.policy.config.condition == "none"):
             return SetParametersResult(
                 successful=False,
                 reason="this checkpoint was trained without conditions (bc or awr): it has no "
@@ -477,6 +520,15 @@ class PolicyNode(Node):
             return
         self._run(self.loop.on_noise, stamp_to_ns(message.header.stamp), noise)
 
+    def _on_operator_action(self, message: JointState) -> None:
+        try:
+            action = operator_action_from_message(message)
+        except ValueError as error:
+            self.rejected_operator_actions += 1
+            self.get_logger().error(str(error), throttle_duration_sec=5.0)
+            return
+        self.loop.operator_action(action, now_seconds(self))
+
     def _on_noise_timer(self) -> None:
         self._run(self.loop.check_deadlines)
         if self.loop.phase != Phase.AWAITING_NOISE:
@@ -508,6 +560,11 @@ class PolicyNode(Node):
 
     def _on_home(self, request, response):
         reply, outputs = self.loop.request_home(now_seconds(self))
+        self._carry_out(outputs)
+        return self._answer(response, reply)
+
+    def _on_takeover(self, request, response):
+        reply, outputs = self.loop.takeover(bool(request.data), now_seconds(self))
         self._carry_out(outputs)
         return self._answer(response, reply)
 
@@ -546,6 +603,7 @@ class PolicyNode(Node):
                     noise_from_actor=output.from_actor,
                     decision_index=output.index,
                     exec_horizon=self.loop_settings.exec_horizon,
+                    operator=output.operator,
                 )
                 self.record_publisher.publish(decision_message(record))
             elif isinstance(output, EpisodeEnded):
@@ -556,11 +614,12 @@ class PolicyNode(Node):
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
-        decode_seconds = self.torch_policy.decode_seconds
+        decode_seconds = self.torch_policy.decode_seconds if self.torch_policy else []
         decode_ms = 1000.0 * np.asarray(decode_seconds or [0.0])
         now = time.monotonic()
         rate = len(decode_seconds) / max(now - self._diagnostics_time, 1e-9)
-        self.torch_policy.decode_seconds = []
+        if self.torch_policy:
+            self.torch_policy.decode_seconds = []
         self._diagnostics_time = now
         counts = self.loop.counts
         values = {
@@ -568,6 +627,8 @@ class PolicyNode(Node):
             "phase": self.loop.phase.value,
             "homing": self.loop.phase == Phase.HOMING,
             "guidance_weight": self.guidance_weight,
+            "operator_driving": self.loop.operator_driving,
+            "rejected_operator_actions": self.rejected_operator_actions,
             **counts,
             "decisions_per_second": f"{rate:.2f}",
             "decode_ms_mean": f"{decode_ms.mean():.2f}",
