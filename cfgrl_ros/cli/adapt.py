@@ -7,6 +7,12 @@ with the deterministic noise actor on initial states not seen in training. With 
 line of the output is one JSON object:
 {"algo": ..., "task": ..., "episodes": N, "success_curve": [...], "final_success": x, ...}.
 
+With --operator scripted a simulated operator (cfgrl_ros.sim.scripted_operator) watches the
+training episodes, takes over when one goes badly and hands back, as a person would on a real
+arm; the agent learns from what it drove (DSRL-NA; DSRL-SAC leaves those decisions out). The
+summary then counts the interventions of every episode; the final evaluation runs without the
+operator.
+
 The agent's defaults are the settings of the DSRL benchmark in docs/benchmarks.md (8 actions
 per decision, UTD 10, 256x256, ...): `--policy P --w 2 --eval-episodes 50 --out O` runs one
 of its rows (seed 0).
@@ -51,6 +57,7 @@ AGENT_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cfgrl_ros.dsrl.agent import DsrlConfig
+    from cfgrl_ros.sim.scripted_operator import OperatorConfig
 
     parser.add_argument("--policy", required=True, help="policy checkpoint (cfgrl-ros pretrain)")
     parser.add_argument(
@@ -103,6 +110,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, flag in AGENT_FLAGS.items():
         add_setting_flag(parser, DsrlConfig, name, flag)
+    parser.add_argument(
+        "--operator",
+        choices=["none", "scripted"],
+        default="none",
+        help="scripted: a simulated operator takes over training episodes that go badly "
+        "(no progress for --operator-patience decisions, or the object dropped) and hands back",
+    )
+    for name, flag in OPERATOR_FLAGS.items():
+        add_setting_flag(parser, OperatorConfig, name, flag)
     parser.add_argument("--horizon", type=int, help="control ticks per episode (default: task's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (agent and policy)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -117,6 +133,14 @@ def _config(args: argparse.Namespace):
     return DsrlConfig(**values, seed=args.seed, device=args.device)
 
 
+# OperatorConfig setting -> its flag (with --operator scripted).
+OPERATOR_FLAGS = {
+    "patience": "--operator-patience",
+    "drive_decisions": "--operator-drive",
+    "max_takeovers": "--operator-max-takeovers",
+}
+
+
 # The flag that sets each compared setting (the others are not flags of this command).
 FLAGS = {
     "policy_sha256": "--policy",
@@ -128,7 +152,9 @@ FLAGS = {
     "synthetic_ratio": "--synthetic-ratio",
     "offline_updates": "--offline-updates",
     "seed": "--seed",
+    "operator": "--operator",
     **AGENT_FLAGS,
+    **OPERATOR_FLAGS,
 }
 
 
@@ -150,7 +176,13 @@ def _run_settings(args: argparse.Namespace) -> dict:
         "topic": list(args.topic),
         "synthetic_ratio": args.synthetic_ratio,
         "offline_updates": args.offline_updates if offline else None,
+        # Only with an operator, so that runs from before --operator resume.
+        **(_operator_settings(args) if args.operator != "none" else {}),
     }
+
+
+def _operator_settings(args: argparse.Namespace) -> dict:
+    return {"operator": args.operator, **{name: getattr(args, name) for name in OPERATOR_FLAGS}}
 
 
 def _fail(message: str) -> int:
@@ -185,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from cfgrl_ros.evaluation import make_env, policy_task
     from cfgrl_ros.policy.flow_policy import FlowPolicy
+    from cfgrl_ros.sim.scripted_operator import OperatorConfig, ScriptedOperator
 
     try:
         topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
@@ -236,7 +269,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
     env = make_noise_env(sim, policy, args.w, agent.config)
     try:
+        if args.operator == "scripted":
+            env.operator = ScriptedOperator(
+                sim, OperatorConfig(**{name: getattr(args, name) for name in OPERATOR_FLAGS})
+            )
         _train(agent, env, args, settings, progress)
+        env.operator = None  # the final evaluation: the policy and its noise actor alone
         final_success = _evaluate(agent, env, args)
     except KeyboardInterrupt:
         print(
@@ -259,6 +297,12 @@ def run(args: argparse.Namespace) -> int:
         "train_seconds": round(progress.train_seconds, 1),
         "learner_seconds": round(progress.learner_seconds, 3),
         "episode_ticks": progress.episode_ticks,
+        "operator": args.operator,
+        "interventions": {
+            "total": sum(progress.interventions),
+            "per_episode": progress.interventions,
+            "operator_ticks": progress.operator_ticks,
+        },
         "wall_seconds": round(time.monotonic() - start, 1),
         "config": agent.config.to_dict(),
         "counters": agent.counters(),
@@ -284,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
                         "final_success",
                         "eval_episodes",
                         "train_seconds",
+                        "interventions",
                     )
                 }
             )
@@ -320,6 +365,8 @@ class _Progress:
     train_seconds: float = 0.0  # wall clock of the online episodes, simulation included
     learner_seconds: float = 0.0  # of which the agent's updates
     episode_ticks: list[int] = field(default_factory=list)
+    interventions: list[int] = field(default_factory=list)  # operator takeovers per episode
+    operator_ticks: list[int] = field(default_factory=list)  # ticks the operator drove
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> _Progress:
@@ -328,6 +375,8 @@ class _Progress:
             train_seconds=float(metadata.get("train_seconds", 0.0)),
             learner_seconds=float(metadata.get("learner_seconds", 0.0)),
             episode_ticks=[int(t) for t in metadata.get("episode_ticks", [])],
+            interventions=[int(n) for n in metadata.get("interventions", [])],
+            operator_ticks=[int(n) for n in metadata.get("operator_ticks", [])],
         )
 
     def metadata(self) -> dict:
@@ -356,11 +405,14 @@ def _train(agent, env, args: argparse.Namespace, settings: dict, progress: _Prog
             progress.train_seconds += time.monotonic() - began
             progress.learner_seconds += result.learner_seconds
             progress.episode_ticks.append(result.ticks)
+            progress.interventions.append(result.interventions)
+            progress.operator_ticks.append(result.operator_ticks)
             agent.save(args.out / AGENT_DIR, {"run": settings, **progress.metadata()})
             bar.update(1)
-            bar.set_postfix(
-                success=f"{_rolling(curve)[-1]:.0%}", updates=agent.updates, refresh=False
-            )
+            postfix = {"success": f"{_rolling(curve)[-1]:.0%}", "updates": agent.updates}
+            if env.operator is not None:
+                postfix["takeovers"] = sum(progress.interventions)
+            bar.set_postfix(postfix, refresh=False)
 
 
 def _evaluate(agent, env, args: argparse.Namespace) -> float:

@@ -145,6 +145,19 @@ class NoiseSpace:
             )
 
 
+class Operator(Protocol):
+    """Someone who may drive whole decisions instead of the policy (a scripted operator)."""
+
+    def reset(self, obs: dict[str, np.ndarray]) -> None:
+        """An episode starts at `obs`."""
+
+    def drives(self, obs: dict[str, np.ndarray]) -> bool:
+        """Whether the operator drives the decision that starts at `obs`."""
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The operator's normalised action (7,) at `obs`."""
+
+
 class NoiseSpaceEnv(gym.Env):
     """An arm environment seen through a frozen policy: act with start noise, not actions.
 
@@ -154,8 +167,14 @@ class NoiseSpaceEnv(gym.Env):
     (fewer if the episode ends), and the rewards of the executed ticks are summed. The agent's
     observation is the policy's `encode` features, so image policies need no second encoder.
 
-    `info` of every step: "noise" (H, A) the start noise used, "chunk" (H, A) the decoded chunk,
+    With an `operator` (None: none), each decision first asks it whether it drives; if so its
+    actions are executed instead of a decoded chunk (nothing is decoded), as when an operator
+    takes over a real arm (cfgrl_ros.control.decision_loop).
+
+    `info` of every step: "noise" (H, A) the start noise given, "chunk" (H, A) the chunk as
+    executed (the decoded one; the operator's actions, the last repeated, when it drove),
     "executed_chunk" (exec_horizon, A) the part chosen for execution (what DSRL-NA's Q^A sees),
+    "operator_ticks" the ticks the operator drove,
     "ticks" the control ticks executed (a per-tick discount gamma_tick becomes gamma_tick ** ticks
     per decision; the agents here discount once per decision), "is_success" whether the episode
     ended in success during this decision, and the wrapped env's last info under "env_info".
@@ -172,6 +191,7 @@ class NoiseSpaceEnv(gym.Env):
         magnitude: float = 1.5,
         exec_horizon: int = 4,
         decode_steps: int | None = None,
+        operator: Operator | None = None,
     ) -> None:
         horizon, action_dim = policy.noise_shape
         if action_dim != ACTION_DIM:
@@ -188,7 +208,9 @@ class NoiseSpaceEnv(gym.Env):
         self.observation_space = spaces.Box(
             -np.inf, np.inf, shape=(policy.feature_dim,), dtype=np.float32
         )
+        self.operator = operator
         self._features: np.ndarray | None = None
+        self._obs: dict[str, np.ndarray] = {}
 
     def encode(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The agent's observation: the frozen policy's features of one observation dict."""
@@ -201,6 +223,9 @@ class NoiseSpaceEnv(gym.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         obs, info = self.env.reset(seed=seed, options=options)
+        self._obs = obs
+        if self.operator is not None:
+            self.operator.reset(obs)
         self._features = self.encode(obs)
         return self._features, {"env_info": info}
 
@@ -219,22 +244,32 @@ class NoiseSpaceEnv(gym.Env):
         noise = np.asarray(noise, dtype=np.float32)
         if noise.shape != self.noise_space.shape:
             raise ValueError(f"noise has shape {noise.shape}, expected {self.noise_space.shape}")
-        chunk = self.decode(self._features, noise)
+        by_operator = self.operator is not None and self.operator.drives(self._obs)
+        chunk = None if by_operator else self.decode(self._features, noise)
         total_reward = 0.0
         terminated = truncated = False
         ticks = 0
         env_info: dict[str, Any] = {}
-        for action in chunk[: self.exec_horizon]:
+        obs = self._obs
+        executed = []
+        for tick in range(self.exec_horizon):
+            action = self.operator.act(obs) if by_operator else chunk[tick]
+            executed.append(np.asarray(action, dtype=np.float32))
             obs, reward, terminated, truncated, env_info = self.env.step(action)
             total_reward += float(reward)
             ticks += 1
             if terminated or truncated:
                 break
+        if by_operator:  # rows after the last executed one repeat it
+            rows = self.noise_space.shape[0] - len(executed)
+            chunk = np.concatenate([executed, np.repeat(executed[-1:], rows, axis=0)])
+        self._obs = obs
         self._features = self.encode(obs)
         info = {
             "noise": noise,
             "chunk": chunk,
             "executed_chunk": chunk[: self.exec_horizon],
+            "operator_ticks": ticks if by_operator else 0,
             "ticks": ticks,
             "is_success": bool(env_info.get("success", terminated)),
             "env_info": env_info,

@@ -18,7 +18,8 @@ from cfgrl_ros.dsrl.noise_space import NoiseSpaceEnv
 @dataclass
 class EpisodeResult:
     """What one episode did; `metrics` are the mean training metrics over its decisions,
-    `learner_seconds` the wall-clock time its updates took."""
+    `learner_seconds` the wall-clock time its updates took, `interventions` how often an
+    operator took over (runs of decisions it drove) and `operator_ticks` the ticks it drove."""
 
     success: bool
     total_reward: float
@@ -26,6 +27,8 @@ class EpisodeResult:
     ticks: int
     metrics: dict[str, float] = field(default_factory=dict)
     learner_seconds: float = 0.0
+    interventions: int = 0
+    operator_ticks: int = 0
 
 
 class ZeroNoise:
@@ -66,6 +69,7 @@ def run_episode(
         )
     features, _ = env.reset(seed=seed)
     total_reward, decisions, ticks, success, learner_seconds = 0.0, 0, 0, False, 0.0
+    interventions, operator_ticks, operator_drove_last = 0, 0, False
     metric_series: dict[str, list[float]] = {}
     done = False
     while not done:
@@ -77,13 +81,24 @@ def run_episode(
         if learn:
             assert agent is not None
             agent.add_transition(
-                features, noise, info["chunk"], reward, next_features, terminated, truncated
+                features,
+                noise,
+                info["chunk"],
+                reward,
+                next_features,
+                terminated,
+                truncated,
+                operator_ticks=info["operator_ticks"],
             )
             if agent.learning_started and agent.config.utd > 0:
                 began = time.perf_counter()
                 for name, value in agent.train(agent.config.utd).items():
                     metric_series.setdefault(name, []).append(value)
                 learner_seconds += time.perf_counter() - began
+        operator_drove = info["operator_ticks"] > 0
+        interventions += int(operator_drove and not operator_drove_last)
+        operator_drove_last = operator_drove
+        operator_ticks += info["operator_ticks"]
         total_reward += reward
         decisions += 1
         ticks += info["ticks"]
@@ -91,4 +106,13 @@ def run_episode(
         features = next_features
         done = terminated or truncated
     metrics = {name: float(np.mean(values)) for name, values in metric_series.items()}
-    return EpisodeResult(success, total_reward, decisions, ticks, metrics, learner_seconds)
+    return EpisodeResult(
+        success,
+        total_reward,
+        decisions,
+        ticks,
+        metrics,
+        learner_seconds,
+        interventions,
+        operator_ticks,
+    )

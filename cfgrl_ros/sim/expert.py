@@ -35,6 +35,8 @@ _RELEASE_HEIGHT = 0.10  # m above the goal (bin floor) at which the object is le
 _CLOSE_STEPS = 8  # control steps the fingers need to close on the object
 _OPEN_STEPS = 5
 _GAIN = 0.8  # fraction of the remaining error commanded per step (below 1: the arm lags)
+_HOLD_DISTANCE = 0.03  # m between grasp point and object centre when it is held
+_HOLD_WIDTH = 0.075  # m: fingers narrower than this (open is 0.08) are closing or closed
 
 
 class ScriptedExpert:
@@ -75,6 +77,14 @@ class ScriptedExpert:
         self.phase = "approach"
         self._phase_steps = 0
         self._flip_steps_left = 0
+
+    def resume(self, obs: dict[str, np.ndarray], goal_pos: np.ndarray | None = None) -> None:
+        """Take over an episode in progress (a scripted operator): from "lift" when the object
+        is in the hand, else from "approach"."""
+        self.reset(goal_pos)
+        if holding(obs):
+            self._advance("lift")
+            self._lift_from = np.asarray(obs["eef_pos"], dtype=float).copy()
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The next normalised action (7,) float32 in [-1, 1]."""
@@ -149,6 +159,12 @@ class ScriptedExpert:
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         yaw = (yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4  # a cube looks the same every 90 deg
         return quat_multiply(rotvec_to_quat(np.array([0.0, 0.0, yaw])), _DOWN)
+
+
+def holding(obs: dict[str, np.ndarray]) -> bool:
+    """The object is between the fingers: near the grasp point and the fingers closed on it."""
+    near = _near(obs["eef_pos"], obs["object_pos"], _HOLD_DISTANCE)
+    return near and float(np.asarray(obs["gripper_width"]).reshape(-1)[0]) < _HOLD_WIDTH
 
 
 def _near(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
