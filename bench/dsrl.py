@@ -11,6 +11,9 @@
    at a time), each in its own process with one torch thread; its summary gives the success of
    every training episode, the final deterministic evaluation, the training wall-clock time and
    the learner's share of it.
+With --operator scripted every adapt run has the simulated operator of `adapt --operator`
+(it takes over training episodes that go badly); the table then also gives its takeovers per
+episode in each quarter of the run. The final evaluation is without the operator.
 Prints a markdown table and writes OUT/results.json and OUT/curves.png (rolling means).
 """
 
@@ -147,6 +150,8 @@ def adapt_command(args: argparse.Namespace, policy_path: Path, algo: str, seed: 
         str(args.exec_horizon),
         "--eval-episodes",
         str(args.eval_episodes),
+        "--operator",
+        args.operator,
         "--no-progress",
         "--json",
     ]
@@ -167,6 +172,14 @@ def episode_time(run: dict) -> str:
     if len(run.get("episode_ticks", [])) != run["episodes"]:
         return "n/a"
     return f"{np.mean(run['episode_ticks']) / CONTROL_RATE:.1f} s"
+
+
+def takeovers_by_quarter(run: dict, quarter: int) -> str:
+    """The operator's mean takeovers per episode in each quarter of the run."""
+    per_episode = run["interventions"]["per_episode"]
+    return " / ".join(
+        f"{np.mean(per_episode[i * quarter : (i + 1) * quarter]):.2f}" for i in range(4)
+    )
 
 
 def summary_path(args: argparse.Namespace, algo: str, seed: int) -> Path:
@@ -283,6 +296,12 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="adapt runs at the same time")
     parser.add_argument(
+        "--operator",
+        default="none",
+        choices=["none", "scripted"],
+        help="scripted: a simulated operator takes over training episodes that go badly",
+    )
+    parser.add_argument(
         "--stop-after", choices=["policy", "base"], help="stop after a stage (for tuning)"
     )
     args = parser.parse_args()
@@ -321,13 +340,14 @@ def main() -> None:
     plot(results, base_rate, float(np.mean(zero)), args.out / "curves.png", title)
 
     quarter = args.episodes // 4
+    takeovers = " takeovers per episode by quarter |" if args.operator != "none" else ""
     print(
         f"\n| algo | seed | success ep 1-{quarter} | {quarter + 1}-{2 * quarter} | "
         f"{2 * quarter + 1}-{3 * quarter} | {3 * quarter + 1}-{args.episodes} | "
         f"first ep at {ROLLING_WINDOW}-ep rolling >= 90% | final eval | train time | "
-        "learner s per episode | episode at 20 Hz |"
+        f"learner s per episode | episode at 20 Hz |{takeovers}"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if takeovers else ""))
     for name, successes in (("base policy", base), ("zero noise", zero)):
         print(
             f"| {name} | - | {np.mean(successes):.0%} | | | | - | - | "
@@ -344,6 +364,7 @@ def main() -> None:
                 + f" | {reached or 'not reached'} | {run['final_success']:.0%} | "
                 f"{run['train_seconds'] / 60:.0f} min | "
                 f"{learner_time(run)} | {episode_time(run)} |"
+                + (f" {takeovers_by_quarter(run, quarter)} |" if takeovers else "")
             )
 
 
