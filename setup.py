@@ -11,6 +11,8 @@ NODES = [
     "noise_actor_node",
     "reward_reset_node",
     "realsense_camera_node",
+    "teleop_node",
+    "bag_recorder_node",
 ]
 
 setup(

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Writer
 from rosbags.rosbag2.enums import StoragePlugin
 
@@ -19,6 +20,7 @@ from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.data.bag_reader import BagError, read_bag, read_bags
 from cfgrl_ros.data.bag_writer import TYPESTORE, BagWriteError, EpisodeBagWriter
 from cfgrl_ros.data.episode import Episode
+from cfgrl_ros.data.episode_recorder import EpisodeRecorder, episode_bags
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.msg_arrays import image_array
 from cfgrl_ros.observation import PROPRIOCEPTION, ObservationSpec
@@ -572,3 +574,42 @@ def test_corrupt_bag(tmp_path, episodes):
     metadata.write_text(metadata.read_text().replace("version: 9", "version: 10"))
     with pytest.raises(BagError, match="version 10 not supported"):
         read_bag(other)
+
+
+def replay_into(recorder: EpisodeRecorder, bag: Path, stop_after_starts: int | None = None) -> None:
+    """Feed a bag's messages to a recorder as the live recorder node would (receive order)."""
+    starts = 0
+    with AnyReader([bag]) as reader:
+        for connection, stamp, data in reader.messages():
+            if connection.topic != "/episode_event":
+                recorder.message(connection.topic, stamp, bytes(data))
+                continue
+            text = reader.deserialize(data, connection.msgtype).data
+            starts += text == "start"
+            if stop_after_starts is not None and starts > stop_after_starts:
+                return
+            recorder.event(text, stamp, bytes(data))
+
+
+def test_the_live_recorder_writes_one_bag_per_episode_in_the_layout_pretrain_reads(
+    tmp_path, episodes
+):
+    bag = write(tmp_path / "source", episodes)
+    with AnyReader([bag]) as reader:
+        topics = {connection.topic: connection.msgtype for connection in reader.connections}
+    folder = tmp_path / "recorded"
+    recorder = EpisodeRecorder(folder, topics, "/episode_event", 20.0, task="lift")
+    replay_into(recorder, bag, stop_after_starts=2)
+    recorder.event("start", START_NS * 2, b"")  # a third episode, stopped mid-way
+    recorder.close()
+    assert [path.name for path in episode_bags(folder)] == ["episode_000001", "episode_000002"]
+    assert recorder.discarded == 1 and [p.name for p in folder.iterdir()] == sorted(
+        p.name for p in episode_bags(folder)
+    )  # no partial episode left behind
+    assert_same(read_bags([folder], observation=CAMERA), episodes[:2])
+
+    again = EpisodeRecorder(folder, topics, "/episode_event", 20.0)  # a later session goes on
+    replay_into(again, bag)
+    assert [path.name for path in episode_bags(folder)][-1] == f"episode_{2 + len(episodes):06d}"
+    with pytest.raises(ValueError, match="is a rosbag: record into a folder of its own"):
+        EpisodeRecorder(bag, topics, "/episode_event", 20.0)

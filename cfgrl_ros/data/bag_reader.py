@@ -37,6 +37,7 @@ from rosbags.highlevel import AnyReader
 from cfgrl_ros.arm.command_adapter import MIN_QUAT_NORM, ArmCommand, ArmCommandAdapter
 from cfgrl_ros.data.bag_writer import CONTROL_RATE_KEY, SYNTHETIC_KEY, TASK_KEY, TYPESTORE
 from cfgrl_ros.data.episode import ACTION_DIM, Episode
+from cfgrl_ros.data.episode_recorder import episode_bags
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays
 from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
@@ -685,9 +686,10 @@ def read_bags(
     observation: ObservationSpec = OBSERVATIONS["state"],
 ) -> list[Episode]:
     """The episodes of several bags (read as read_bag does), in order; BagError when their
-    images differ in size."""
+    images differ in size. A folder of episode bags (`cfgrl-ros record`) stands for its bags."""
     if not paths:
         raise BagError("no bags given")
+    paths = [bag for path in paths for bag in (episode_bags(path) or [path])]
     _check_distinct(paths)
     topic_map = topic_map or load_topic_map()
     adapter = adapter or ArmCommandAdapter()
