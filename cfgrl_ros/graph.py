@@ -54,7 +54,30 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument(
         "policy",
         "",
-        "path of the FlowPolicy checkpoint (.pt) that the policy node and the noise actor load",
+        "path of the FlowPolicy checkpoint (.pt) that the policy node and the noise actor load; "
+        "empty with teleop:=true: no policy and no noise actor, the operator drives every "
+        "episode (recording demonstrations with record:=true)",
+    ),
+    LaunchArgument(
+        "teleop",
+        "false",
+        "true: also start teleop_node (a SpaceMouse or joystick through its ROS driver: "
+        "spacenav/twist and spacenav/joy by default), so the operator can take the arm over; "
+        "the simulator then runs in realtime, at the pace of a person",
+        ("true", "false"),
+    ),
+    LaunchArgument(
+        "record",
+        "false",
+        "true: also start bag_recorder_node, which writes every episode into its own bag in "
+        "the folder `bag`, the layout `cfgrl-ros pretrain --bag` reads",
+        ("true", "false"),
+    ),
+    LaunchArgument(
+        "bag",
+        "runs/recordings",
+        "with record:=true, the folder of the episode bags (created; a later recording goes "
+        "on numbering)",
     ),
     LaunchArgument(
         "run_dir",
@@ -188,21 +211,26 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     values = {**known, **{name: str(value) for name, value in arguments.items()}}
     sim = _flag(values, "sim")
     use_camera = _flag(values, "use_camera")
-    if not values["policy"].strip():
+    teleop = _flag(values, "teleop")
+    record = _flag(values, "record")
+    policy = None
+    if values["policy"].strip():
+        policy = Path(values["policy"].strip()).expanduser().resolve()
+        if not policy.is_file():
+            raise FileNotFoundError(f"launch argument policy:={values['policy']}: no such file")
+    elif not teleop:
         raise ValueError(
             "launch argument policy:=PATH is required: the FlowPolicy checkpoint to run "
-            "(train one with `cfgrl-ros pretrain`)"
+            "(train one with `cfgrl-ros pretrain`), or teleop:=true for an operator to drive "
+            "every episode (recording demonstrations)"
         )
-    policy = Path(values["policy"].strip()).expanduser().resolve()
-    if not policy.is_file():
-        raise FileNotFoundError(f"launch argument policy:={values['policy']}: no such file")
     parameter_files = (_file(values, "config", CONFIG_FILE),)
     if not sim:
         parameter_files += (_file(values, "arm_config", ARM_CONFIG_FILE),)
     namespace = values["namespace"].strip().strip("/")
     namespace = f"/{namespace}" if namespace else ""
 
-    shared: dict[str, Any] = {"checkpoint": str(policy)}
+    shared: dict[str, Any] = {"checkpoint": str(policy) if policy else ""}
     weight = values["guidance_weight"].strip()
     if weight:
         try:
@@ -219,12 +247,15 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     if task not in TASKS:
         raise ValueError(f"launch argument task:={task!r} must be one of {sorted(TASKS)}")
     nodes = []
-    policy_parameters = {**shared, "lockstep": sim, "use_camera": use_camera}
+    # A person drives in realtime; without one the simulator steps as fast as the policy.
+    lockstep = sim and not teleop
+    policy_parameters = {**shared, "lockstep": lockstep, "use_camera": use_camera}
     episode_parameters: dict[str, Any] = {"reset": "sim" if sim else "real"}
     if sim:
         spec = TASKS[task]
+        mode = "lockstep" if lockstep else "realtime"
         nodes.append(
-            node("franka_sim_node", {"mode": "lockstep", "use_camera": use_camera, "task": task})
+            node("franka_sim_node", {"mode": mode, "use_camera": use_camera, "task": task})
         )
         policy_parameters.update(
             task=task,
@@ -245,9 +276,13 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     run_dir = values["run_dir"].strip()
     if run_dir:
         actor["run_dir"] = str(Path(run_dir).expanduser().resolve())
-    nodes += [
-        node("policy_node", policy_parameters),
-        node("noise_actor_node", actor),
-        node("reward_reset_node", episode_parameters),
-    ]
+    nodes.append(node("policy_node", policy_parameters))
+    if policy is not None:
+        nodes.append(node("noise_actor_node", actor))
+    nodes.append(node("reward_reset_node", episode_parameters))
+    if teleop:
+        nodes.append(node("teleop_node", {}))
+    if record:
+        bag = Path(values["bag"].strip() or "runs/recordings").expanduser().resolve()
+        nodes.append(node("bag_recorder_node", {"out": str(bag), "task": task if sim else ""}))
     return nodes

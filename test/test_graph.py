@@ -65,6 +65,28 @@ def test_simulated_graph_has_every_node_with_the_arguments_parameters(checkpoint
     assert by_name["reward_reset_node"].parameters == {"reset": "sim", "max_decisions": 13}
 
 
+def test_teleop_runs_the_simulator_in_realtime_and_record_adds_the_recorder(checkpoint, tmp_path):
+    nodes = describe_graph({"policy": str(checkpoint), "teleop": "true"})
+    by_name = {node.name: node for node in nodes}
+    assert by_name["franka_sim_node"].parameters["mode"] == "realtime"  # a person's pace
+    assert by_name["policy_node"].parameters["lockstep"] is False
+    assert "teleop_node" in by_name and "noise_actor_node" in by_name
+
+    bag = tmp_path / "demos"
+    nodes = describe_graph({"teleop": "true", "record": "true", "bag": str(bag)})
+    assert [node.name for node in nodes] == [
+        "franka_sim_node",
+        "policy_node",
+        "reward_reset_node",
+        "teleop_node",
+        "bag_recorder_node",
+    ]  # no policy: no noise actor, the operator drives
+    assert nodes[1].parameters["checkpoint"] == ""
+    assert nodes[-1].parameters == {"out": str(bag), "task": "lift"}
+    with pytest.raises(ValueError, match="or teleop:=true for an operator to drive"):
+        describe_graph({"record": "true"})
+
+
 def test_task_argument_sets_the_simulator_the_box_and_the_episode_length(checkpoint, tmp_path):
     nodes = describe_graph({"policy": str(checkpoint), "task": "pick_place_can"})
     by_name = {node.name: node for node in nodes}
@@ -345,6 +367,7 @@ def test_decision_and_episode_end_records_round_trip():
         noise_from_actor=True,
         decision_index=3,
         exec_horizon=4,
+        operator=np.array([False, True, True, False, False, False, False, False]),
     )
     message = contract.decision_message(record)
     assert message.name[:5] == [
@@ -355,11 +378,13 @@ def test_decision_and_episode_end_records_round_trip():
         "noise_from_actor",
     ]
     assert "chunk/7/grip" in message.name and "noise/0/dx" in message.name
+    assert message.name[-1] == "operator/7"
     assert not contract.is_episode_end(message)
     parsed = contract.parse_record(message, feature_dim=6, horizon=8)
     assert isinstance(parsed, contract.DecisionRecord)
-    for field in ("features", "noise", "chunk"):
+    for field in ("features", "noise", "chunk", "operator"):
         np.testing.assert_array_equal(getattr(parsed, field), getattr(record, field))
+    assert parsed.operator_ticks == 2
     assert (parsed.stamp_ns, parsed.guidance_weight, parsed.noise_from_actor) == (
         5_000_000_001,
         2.0,
@@ -380,6 +405,17 @@ def test_decision_and_episode_end_records_round_trip():
     stranger = contract.JointState(name=["position"], position=[1.0])
     with pytest.raises(ValueError, match="not a decision record"):
         contract.is_episode_end(stranger)
+
+
+def test_operator_actions_round_trip_and_broken_ones_are_refused():
+    action = np.array([0.5, -1.0, 0.0, 0.1, 0.0, 0.0, 1.0], dtype=np.float32)
+    message = contract.operator_action_message(7, action)
+    np.testing.assert_array_equal(contract.operator_action_from_message(message), action)
+    message.position[2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        contract.operator_action_from_message(message)
+    with pytest.raises(ValueError, match="publish it with the teleop node"):
+        contract.operator_action_from_message(contract.JointState(name=["dx"], position=[0.0]))
 
 
 def test_the_graph_executes_as_many_actions_per_decision_as_the_agent_expects():

@@ -84,7 +84,7 @@ class TeleopNode(Node):
         self.commanded_width: float | None = None
 
         self.operator_driving = False  # as the policy node last answered
-        self.services = {
+        self.calls = {
             "takeover": self.create_client(SetBool, takeover_service),
             "success": self.create_client(Trigger, success_service),
             "failure": self.create_client(Trigger, failure_service),
@@ -139,7 +139,7 @@ class TeleopNode(Node):
                 self._call(button, Trigger.Request())
 
     def _call(self, name: str, request: Any) -> None:
-        client = self.services[name]
+        client = self.calls[name]
         if not client.service_is_ready():
             self.get_logger().error(f"{client.srv_name} is not available: is its node running?")
             return
@@ -152,7 +152,7 @@ class TeleopNode(Node):
         if name == "takeover" and response.success:
             self.operator_driving = request.data
         log = self.get_logger().info if response.success else self.get_logger().warning
-        log(f"{self.services[name].srv_name}: {response.message}")
+        log(f"{self.calls[name].srv_name}: {response.message}")
 
     def _publish_action(self) -> None:
         now = now_seconds(self)

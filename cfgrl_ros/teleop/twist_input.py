@@ -140,8 +140,10 @@ class TeleopInput:
         pressed = []
         for name in BUTTON_ACTIONS:
             index = self.config.button(name)
+            if index < 0:
+                continue
             was_down = index < len(self._buttons) and self._buttons[index]
-            if index >= 0 and buttons[index] and not was_down:
+            if buttons[index] and not was_down:
                 pressed.append(name)
         self._buttons = buttons
         if "gripper" in pressed:
