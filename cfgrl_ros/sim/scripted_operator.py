@@ -22,6 +22,9 @@ from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert, holding
 
 LIFTED = 0.02  # m above the object's height at the episode's start: it is off the table
+AT_OBJECT = 0.02  # m between the hand and the object: closing the fingers is progress
+OPEN_WIDTH = 0.08  # m: the fingers' opening, counted while the hand is not at the object
+RELEASE_HEIGHT = 0.10  # m above the goal where pick_place_can's object is let go
 
 
 @dataclass(frozen=True)
@@ -80,15 +83,19 @@ class ScriptedOperator:
         self._driving_left = 0
 
     def progress(self, obs: dict[str, np.ndarray]) -> float:
-        """Higher is closer to success: minus the hand's distance to the object (m), or, once
-        the object is lifted, 1 plus its height gain (lift) or 1 minus its horizontal distance
-        to the goal (pick_place_can)."""
+        """Higher is closer to success (metres). Before the object is lifted: minus the hand's
+        distance to it, and at the object minus the finger opening too (closing on it is
+        progress). Once lifted: 1 plus its height gain (lift), or 1 minus its distance to the
+        point above the goal where it is let go (pick_place_can)."""
         object_pos = np.asarray(obs["object_pos"], dtype=float)
         if not self._lifted(obs):
-            return -float(np.linalg.norm(np.asarray(obs["eef_pos"]) - object_pos))
+            distance = float(np.linalg.norm(np.asarray(obs["eef_pos"]) - object_pos))
+            opening = float(np.asarray(obs["gripper_width"]).reshape(-1)[0])
+            return -distance - (opening if distance < AT_OBJECT else OPEN_WIDTH)
         if self._goal_pos is None:
             return 1.0 + object_pos[2] - self._start_height
-        return 1.0 - float(np.linalg.norm(object_pos[:2] - self._goal_pos[:2]))
+        release = self._goal_pos + np.array([0.0, 0.0, RELEASE_HEIGHT])
+        return 1.0 - float(np.linalg.norm(object_pos - release))
 
     def drives(self, obs: dict[str, np.ndarray]) -> bool:
         """Whether the operator drives the decision starting at `obs`."""
