@@ -201,6 +201,45 @@ def test_env_decodes_executes_and_sums_a_decision():
     check_env(make_noise_env(ToyReachEnv(), policy, 1.0, toy_config()))
 
 
+class EveryOtherDecision:
+    """An operator who drives every second decision with a constant action."""
+
+    action = np.full(7, 0.25, dtype=np.float32)
+
+    def reset(self, obs) -> None:
+        self.decisions = 0
+
+    def drives(self, obs) -> bool:
+        self.decisions += 1
+        return self.decisions % 2 == 0
+
+    def act(self, obs) -> np.ndarray:
+        return self.action
+
+
+@pytest.mark.parametrize("algo", ["dsrl_na", "dsrl_sac"])
+def test_an_operators_decisions_are_executed_and_learned_by_dsrl_na_only(algo):
+    policy = ToyPolicy()
+    arm = ToyReachEnv(length=8)
+    env = make_noise_env(arm, policy, 1.0, toy_config(exec_horizon=2))
+    env.operator = EveryOtherDecision()
+    env.reset(seed=0)
+    _, _, _, _, info = env.step_noise(np.zeros((2, 7), np.float32))
+    assert info["operator_ticks"] == 0
+    _, _, _, _, info = env.step_noise(np.zeros((2, 7), np.float32))
+    assert info["operator_ticks"] == 2  # the operator's decision: nothing decoded
+    np.testing.assert_array_equal(info["chunk"], np.tile(EveryOtherDecision.action, (2, 1)))
+    np.testing.assert_array_equal(arm.actions[-1], EveryOtherDecision.action)
+
+    agent = make_noise_agent(policy, 1.0, toy_config(algo=algo, prefill_decisions=100))
+    result = run_episode(env, agent, learn=True, seed=1)
+    assert (result.decisions, result.interventions, result.operator_ticks) == (4, 2, 4)
+    counters = agent.counters()
+    assert counters["operator_transitions"] == 2 and counters["episodes"] == 1
+    # DSRL-NA learns Q^A from every executed chunk; DSRL-SAC's noise made only the policy's.
+    assert counters["transitions"] == (4 if algo == "dsrl_na" else 2)
+
+
 def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="algo 'ppo'"):
         DsrlConfig(algo="ppo")

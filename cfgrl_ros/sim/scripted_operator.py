@@ -72,6 +72,7 @@ class ScriptedOperator:
         self._stalled = 0
         self._was_lifted = False
         self._driving_left = 0
+        self._handing_back = False
 
     def reset(self, obs: dict[str, np.ndarray]) -> None:
         self._goal_pos = self.env.goal_pos
@@ -81,6 +82,7 @@ class ScriptedOperator:
         self._stalled = 0
         self._was_lifted = False
         self._driving_left = 0
+        self._handing_back = False
 
     def progress(self, obs: dict[str, np.ndarray]) -> float:
         """Higher is closer to success (metres). Before the object is lifted: minus the hand's
@@ -106,6 +108,10 @@ class ScriptedOperator:
         lifted = self._lifted(obs)
         dropped = self._was_lifted and not lifted
         self._was_lifted = lifted
+        if self._handing_back:  # the policy's patience starts where the operator left off
+            self._handing_back = False
+            self._best, self._stalled = progress, 0
+            return False
         if progress > self._best + self.config.progress_step:
             self._best, self._stalled = progress, 0
         else:
@@ -116,7 +122,7 @@ class ScriptedOperator:
             return False
         self.takeovers += 1
         self._driving_left = self.config.drive_decisions - 1
-        self._best, self._stalled = progress, 0  # the policy's patience starts again after
+        self._handing_back = True
         self.expert.resume(obs, self._goal_pos)
         return True
 
