@@ -13,6 +13,7 @@ NODES = [
     "realsense_camera_node",
     "teleop_node",
     "bag_recorder_node",
+    "scripted_operator_node",
 ]
 
 setup(

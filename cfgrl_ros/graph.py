@@ -9,7 +9,7 @@ the arguments set. ROS-free: plain data, no rclpy or launch imports.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import yaml
 
 from cfgrl_ros.paths import config_path
 from cfgrl_ros.sim.tasks import TASKS
+from cfgrl_ros.teleop.twist_input import TeleopConfig
 
 GRAPH_NAME = "dsrl_franka"
 CONFIG_FILE = "dsrl_franka.yaml"
@@ -63,8 +64,10 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "false",
         "true: also start teleop_node (a SpaceMouse or joystick through its ROS driver: "
         "spacenav/twist and spacenav/joy by default), so the operator can take the arm over; "
-        "the simulator then runs in realtime, at the pace of a person",
-        ("true", "false"),
+        "the simulator then runs in realtime, at the pace of a person. scripted (sim only): "
+        "teleop_node driven by scripted_operator_node, a simulated operator who takes over "
+        "when an episode goes badly (drives every episode without a policy)",
+        ("true", "false", "scripted"),
     ),
     LaunchArgument(
         "record",
@@ -211,7 +214,16 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     values = {**known, **{name: str(value) for name, value in arguments.items()}}
     sim = _flag(values, "sim")
     use_camera = _flag(values, "use_camera")
-    teleop = _flag(values, "teleop")
+    teleop_mode = values["teleop"].strip().lower()
+    if teleop_mode not in ("true", "false", "scripted"):
+        raise ValueError(
+            f"launch argument teleop:={values['teleop']!r} must be true, false or scripted"
+        )
+    if teleop_mode == "scripted" and not sim:
+        raise ValueError(
+            "launch argument teleop:=scripted needs sim:=true (it reads the simulator)"
+        )
+    teleop = teleop_mode != "false"
     record = _flag(values, "record")
     policy = None
     if values["policy"].strip():
@@ -282,6 +294,14 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     nodes.append(node("reward_reset_node", episode_parameters))
     if teleop:
         nodes.append(node("teleop_node", {}))
+    if teleop_mode == "scripted":
+        scripted = {"task": task, "drive_every_episode": policy is None}
+        # Its input goes through teleop_node's mapping: the same axes, scales and buttons.
+        for name in (field.name for field in fields(TeleopConfig)):
+            value = node_parameter(parameter_files, namespace, "teleop_node", name)
+            if value is not None:
+                scripted[name] = value
+        nodes.append(node("scripted_operator_node", scripted))
     if record:
         bag = Path(values["bag"].strip() or "runs/recordings").expanduser().resolve()
         nodes.append(node("bag_recorder_node", {"out": str(bag), "task": task if sim else ""}))

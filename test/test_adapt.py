@@ -264,3 +264,20 @@ def test_adapt_defaults_are_the_documented_benchmark_settings():
     )
     assert config == DsrlConfig(**benchmark, seed=0, device="cpu")
     assert config == DsrlConfig(device="cpu")
+
+
+def test_adapt_with_the_scripted_operator_counts_its_interventions(tiny_policy, tmp_path, capsys):
+    out = tmp_path / "operator"
+    flags = ("--algo", "dsrl_na", "--operator", "scripted", "--operator-patience", "1")
+    code, result, _ = adapt(capsys, tiny_policy, out, *flags, "--episodes", "1")
+    assert code == 0
+    code, result, _ = adapt(capsys, tiny_policy, out, *flags, "--episodes", "2")  # resumed
+    assert code == 0
+    interventions = result["interventions"]
+    assert len(interventions["per_episode"]) == 2 == len(interventions["operator_ticks"])
+    assert interventions["total"] == sum(interventions["per_episode"]) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["operator"] == "scripted"
+    assert summary["counters"]["operator_transitions"] > 0
+    code, _, err = adapt(capsys, tiny_policy, out, "--algo", "dsrl_na", "--episodes", "3")
+    assert code == 1 and "--operator: run has 'scripted', command gives None" in err

@@ -86,6 +86,22 @@ def test_teleop_runs_the_simulator_in_realtime_and_record_adds_the_recorder(chec
     with pytest.raises(ValueError, match="or teleop:=true for an operator to drive"):
         describe_graph({"record": "true"})
 
+    # The simulated operator drives through teleop_node's mapping, whatever the file sets.
+    config = tmp_path / "teleop.yaml"
+    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    settings["/**/teleop_node"] = {"ros__parameters": {"axes": [2, -1, 3], "success_button": 4}}
+    config.write_text(yaml.safe_dump(settings))
+    nodes = describe_graph({"teleop": "scripted", "config": str(config)})
+    assert nodes[-1].name == "scripted_operator_node"
+    assert nodes[-1].parameters == {
+        "task": "lift",
+        "drive_every_episode": True,
+        "axes": [2, -1, 3],
+        "success_button": 4,
+    }
+    with pytest.raises(ValueError, match="teleop:=scripted needs sim:=true"):
+        describe_graph({"teleop": "scripted", "sim": "false"})
+
 
 def test_task_argument_sets_the_simulator_the_box_and_the_episode_length(checkpoint, tmp_path):
     nodes = describe_graph({"policy": str(checkpoint), "task": "pick_place_can"})

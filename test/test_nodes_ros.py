@@ -359,7 +359,8 @@ def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image, JointState
 
-    from cfgrl_ros.nodes.policy_node import ARM_JOINTS, FINGER_JOINTS, PolicyNode
+    from cfgrl_ros.nodes.arm_interface import ARM_JOINTS, FINGER_JOINTS
+    from cfgrl_ros.nodes.policy_node import PolicyNode
 
     checkpoint = tiny_checkpoint(tmp_path / "vision.pt", observation=VISION)
     overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]

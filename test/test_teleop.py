@@ -17,6 +17,9 @@ def test_a_twist_becomes_the_policys_action_in_the_base_frame():
     np.testing.assert_allclose(action, [0.4, -0.2, -0.6, 0.5, 0.0, 0.0, -1.0], atol=1e-6)
     assert teleop.action(1.3) is None  # older than input_timeout: the arm holds
     assert "0.30 s old" in teleop.holding_reason(1.3)
+    wanted = np.array([0.2, -0.4, 0.6, 0.1, 0.0, -0.3, -1.0])
+    teleop.twist(*teleop.twist_for(wanted), now=2.0)  # a scripted operator's way in
+    np.testing.assert_allclose(teleop.action(2.0), wanted, atol=1e-6)
 
 
 def test_broken_input_is_refused_and_counted_and_large_input_clipped():
@@ -62,7 +65,8 @@ def test_the_scripted_operator_takes_over_a_stalled_episode_and_finishes_the_tas
 
     env = FrankaSimEnv("lift", horizon=150)
     try:
-        operator = ScriptedOperator(env, OperatorConfig(patience=4, drive_decisions=20))
+        config = OperatorConfig(patience=4, drive_decisions=20)
+        operator = ScriptedOperator(env.task, env.goal_pos, config)
         obs, _ = env.reset(seed=0)
         operator.reset(obs)
         driven = []
@@ -82,14 +86,10 @@ def test_the_scripted_operator_takes_over_a_stalled_episode_and_finishes_the_tas
 
 
 def test_the_scripted_operator_takes_over_at_most_max_takeovers_times():
-    from types import SimpleNamespace
-
     from cfgrl_ros.sim.scripted_operator import OperatorConfig, ScriptedOperator
 
-    operator = ScriptedOperator(
-        SimpleNamespace(task="lift", goal_pos=None),
-        OperatorConfig(patience=1, drive_decisions=2, max_takeovers=2),
-    )
+    config = OperatorConfig(patience=1, drive_decisions=2, max_takeovers=2)
+    operator = ScriptedOperator("lift", None, config)
     still = {
         "eef_pos": np.array([0.5, 0.0, 0.1]),
         "object_pos": np.array([0.5, 0.2, -0.08]),

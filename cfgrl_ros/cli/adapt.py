@@ -270,9 +270,8 @@ def run(args: argparse.Namespace) -> int:
     env = make_noise_env(sim, policy, args.w, agent.config)
     try:
         if args.operator == "scripted":
-            env.operator = ScriptedOperator(
-                sim, OperatorConfig(**{name: getattr(args, name) for name in OPERATOR_FLAGS})
-            )
+            config = OperatorConfig(**{name: getattr(args, name) for name in OPERATOR_FLAGS})
+            env.operator = ScriptedOperator(sim.task, sim.goal_pos, config)
         _train(agent, env, args, settings, progress)
         env.operator = None  # the final evaluation: the policy and its noise actor alone
         final_success = _evaluate(agent, env, args)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -155,8 +155,9 @@ def _stop(processes: dict[str, subprocess.Popen], printer: _Printer) -> None:
             process.wait()
 
 
-def launch(nodes: Sequence[NodeDescription]) -> int:
-    """Run `nodes` until all exit or SIGINT/SIGTERM arrives; 0 when all stopped cleanly."""
+def launch(nodes: Sequence[NodeDescription], until: Callable[[], bool] | None = None) -> int:
+    """Run `nodes` until all exit, SIGINT/SIGTERM arrives or `until()` is true (checked every
+    0.1 s); 0 when all stopped cleanly."""
     printer = _Printer()
     stop = threading.Event()
     previous = {
@@ -189,6 +190,8 @@ def launch(nodes: Sequence[NodeDescription]) -> int:
                     level = "finished cleanly" if code == 0 else "died"
                     printer.say(f"[launch] {name} {level} ({_describe_exit(code)})")
             stop.wait(_POLL)
+            if until is not None and until():
+                stop.set()
         if stop.is_set():
             printer.say("[launch] stopping all nodes")
     finally:

@@ -15,6 +15,7 @@ import sys
 # name -> one-line summary; the order is the order of a typical session.
 SUBCOMMANDS: dict[str, str] = {
     "collect": "run the scripted expert in the simulator and record demonstrations to a rosbag",
+    "record": "record teleoperated demonstrations, one rosbag per episode (sim or real arm)",
     "pretrain": "train a CFGRL flow policy (and its value function) from rosbags",
     "eval": "roll out a policy in the simulator at several guidance weights",
     "adapt": "online DSRL adaptation of a frozen policy in the simulator, without ROS",

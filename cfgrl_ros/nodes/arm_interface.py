@@ -31,6 +31,9 @@ from cfgrl_ros.nodes.node_support import declare, require_positive
 
 TARGET_POSE_TOPIC = "target_pose"
 GRIPPER_COMMAND_TOPIC = "gripper_command"
+# A Panda's joint names in joint_states (franka_ros2 and the simulator).
+ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 CURRENT_POSE_TOPIC = "franka_robot_state_broadcaster/current_pose"
 
 _ADAPTER_PARAMETERS: dict[str, str] = {

@@ -4,7 +4,8 @@
 
 Publishes ``joint_states`` (7 arm joints and two fingers, each half the opening),
 ``franka_robot_state_broadcaster/current_pose`` and ``object_pose`` (PoseStamped in
-``base_frame``), the camera image (rgb8) when ``use_camera`` is true, and ``success`` (Bool);
+``base_frame``), the camera image (rgb8) when ``use_camera`` is true, ``success`` (Bool) and,
+for pick_place_can, its ``goal_pose`` (latched);
 follows ``target_pose`` (PoseStamped, an absolute end-effector target) and ``gripper_command``
 (Float64, finger opening in metres). ``~/reset`` (std_srvs/Trigger) starts a new episode.
 
@@ -21,13 +22,13 @@ import time
 from geometry_msgs.msg import PoseStamped
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
 from cfgrl_ros.msg_arrays import pose_arrays
-from cfgrl_ros.nodes.arm_interface import pose_message
+from cfgrl_ros.nodes.arm_interface import ARM_JOINTS, FINGER_JOINTS, pose_message
 from cfgrl_ros.nodes.node_support import declare, run_node
 from cfgrl_ros.nodes.realsense_camera_node import image_message
 from cfgrl_ros.sim.commanded_arm import ArmState, CommandedArm
@@ -51,11 +52,14 @@ TOPICS = {
         "Image published: the wrist camera",
     ),
     "success_topic": ("success", "Bool published: the task is done"),
+    "goal_pose_topic": (
+        "goal_pose",
+        "PoseStamped published (latched) by tasks with a goal: where pick_place_can's object "
+        "goes (what a person sees; the scripted operator reads it)",
+    ),
     "target_pose_topic": ("target_pose", "PoseStamped followed: the end-effector target"),
     "gripper_command_topic": ("gripper_command", "Float64 followed: finger opening (m)"),
 }
-ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
-FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 
 
 class FrankaSimNode(Node):
@@ -119,6 +123,21 @@ class FrankaSimNode(Node):
             for key in env.cameras
         }
         self.success_publisher = self.create_publisher(Bool, topics["success_topic"], command_qos)
+        if env.goal_pos is not None:
+            latched = QoSProfile(
+                depth=1,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            )
+            goal_publisher = self.create_publisher(PoseStamped, topics["goal_pose_topic"], latched)
+            goal_publisher.publish(
+                pose_message(
+                    env.goal_pos,
+                    [0.0, 0.0, 0.0, 1.0],
+                    self.base_frame,
+                    self.get_clock().now().to_msg(),
+                )
+            )
         # Created before the target subscription: when both are waiting, rclpy takes them in
         # creation order, so a lockstep step sees the gripper command sent with its target.
         self.create_subscription(

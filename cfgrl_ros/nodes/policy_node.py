@@ -92,7 +92,9 @@ from cfgrl_ros.control.decision_loop import (
 from cfgrl_ros.dsrl.agent import DsrlConfig
 from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays, stamp_seconds
 from cfgrl_ros.nodes.arm_interface import (
+    ARM_JOINTS,
     CURRENT_POSE_TOPIC,
+    FINGER_JOINTS,
     GRIPPER_COMMAND_TOPIC,
     TARGET_POSE_TOPIC,
     command_messages,
@@ -134,8 +136,6 @@ from cfgrl_ros.observation import PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.policy import FlowPolicy
 
 MAX_GUIDANCE_WEIGHT = 10.0
-ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
-FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
 IMAGE_TOPICS = {
     "image": "camera/camera/color/image_raw",
     "wrist_image": "wrist_camera/camera/color/image_raw",

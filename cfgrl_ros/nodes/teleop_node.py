@@ -13,7 +13,8 @@ Buttons: the gripper button toggles the gripper; the takeover button calls the p
 ``~/takeover`` (``takeover_service``) with true, and with false at the next press, so the
 operator takes the arm from the policy and hands it back (at a takeover the gripper stays as
 the policy last commanded it on ``gripper_command``: closed below ``gripper_closed_below``, so
-a held object is not dropped); the success and failure buttons call
+a held object is not dropped; an episode starts with it open, as homing and the simulator's
+reset leave it); the success and failure buttons call
 the reward/reset node's ``~/mark_success`` and ``~/mark_failure``. Every refusal is logged with
 its reason. The node never commands the arm itself: the policy node does, through the adapter
 and the safety envelope. Diagnostics: twists accepted, refused (NaN, infinite, beyond
@@ -29,13 +30,15 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState, Joy
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from cfgrl_ros.nodes.arm_interface import GRIPPER_COMMAND_TOPIC
 from cfgrl_ros.nodes.decision_messages import (
+    EPISODE_EVENT_TOPIC,
     OPERATOR_ACTION_TOPIC,
     TAKEOVER_SERVICE,
+    event_qos,
     operator_action_message,
     operator_qos,
 )
@@ -95,6 +98,7 @@ class TeleopNode(Node):
         self.create_subscription(
             Float64, GRIPPER_COMMAND_TOPIC, self._on_gripper_command, qos_profile_sensor_data
         )
+        self.create_subscription(String, EPISODE_EVENT_TOPIC, self._on_event, event_qos(10))
         self.action_publisher = self.create_publisher(
             JointState, OPERATOR_ACTION_TOPIC, operator_qos()
         )
@@ -118,6 +122,12 @@ class TeleopNode(Node):
 
     def _on_gripper_command(self, message: Float64) -> None:
         self.commanded_width = float(message.data)
+
+    def _on_event(self, message: String) -> None:
+        if message.data == "start":
+            self.input.grip = -1.0
+        elif message.data in ("success", "failure"):
+            self.operator_driving = False  # the policy node hands back at an episode's end
 
     def _on_joy(self, message: Joy) -> None:
         try:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfgrl_ros.settings import setting, setting_problems
-from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert, holding
 
 LIFTED = 0.02  # m above the object's height at the episode's start: it is off the table
@@ -55,18 +54,22 @@ class OperatorConfig:
 class ScriptedOperator:
     """Decides at each decision whether it drives; then acts like the scripted expert.
 
-    `reset(obs)` at the start of each episode of `env`, `drives(obs)` at the start of each
-    decision, `act(obs)` at each control tick of a decision it drives.
+    `task` and `goal_pos` are the simulator's (FrankaSimEnv.task, .goal_pos). `reset(obs)` at the
+    start of each episode, `drives(obs)` at the start of each decision, `act(obs)` at each
+    control tick of a decision it drives.
     """
 
     def __init__(
-        self, env: FrankaSimEnv, config: OperatorConfig | None = None, seed: int = 0
+        self,
+        task: str,
+        goal_pos: np.ndarray | None,
+        config: OperatorConfig | None = None,
+        seed: int = 0,
     ) -> None:
-        self.env = env
         self.config = config or OperatorConfig()
-        self.expert = ScriptedExpert(env.task, self.config.noise, seed=seed)
+        self.expert = ScriptedExpert(task, self.config.noise, seed=seed)
+        self._goal_pos = None if goal_pos is None else np.asarray(goal_pos, dtype=float)
         self.takeovers = 0
-        self._goal_pos: np.ndarray | None = None
         self._start_height = 0.0
         self._best = -np.inf
         self._stalled = 0
@@ -75,7 +78,6 @@ class ScriptedOperator:
         self._handing_back = False
 
     def reset(self, obs: dict[str, np.ndarray]) -> None:
-        self._goal_pos = self.env.goal_pos
         self._start_height = float(obs["object_pos"][2])
         self.takeovers = 0
         self._best = -np.inf
@@ -120,11 +122,15 @@ class ScriptedOperator:
             dropped or self._stalled >= self.config.patience
         ):
             return False
+        self.take_over(obs)
+        return True
+
+    def take_over(self, obs: dict[str, np.ndarray]) -> None:
+        """Drive from `obs` for `drive_decisions` decisions (counted as a takeover)."""
         self.takeovers += 1
         self._driving_left = self.config.drive_decisions - 1
         self._handing_back = True
         self.expert.resume(obs, self._goal_pos)
-        return True
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self.expert.act(obs)

@@ -122,6 +122,15 @@ class TeleopInput:
         self._motion = motion
         self._motion_time = now
 
+    def twist_for(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (linear, angular) twist that `twist` turns into `action`'s motion (a scripted
+        operator drives through the same mapping as a person)."""
+        motion = np.asarray(action, dtype=float)[:6]
+        linear, angular = np.empty(3), np.empty(3)
+        linear[self._order] = motion[:3] * self._signs / self.config.linear_scale
+        angular[self._order] = motion[3:] * self._signs / self.config.angular_scale
+        return linear, angular
+
     def joy(self, buttons: Sequence[int]) -> list[str]:
         """Buttons now; returns the button actions just pressed (of BUTTON_ACTIONS). The
         gripper button also toggles the gripper here. ValueError if a mapped button is missing.
