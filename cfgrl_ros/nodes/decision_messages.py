@@ -44,8 +44,8 @@ labelled, so bags and plots read it without this module):
 is the decoded row unless the operator drove that tick (``operator/k`` = 1); rows never
 executed keep the decoded ones. A decision that starts while the operator drives decodes
 nothing: its noise is 0, ``noise_from_actor`` 0, and its rows after the last executed one
-repeat that action. DSRL-NA learns from the executed chunk whoever chose it; DSRL-SAC, which learns the
-noise, stores only decisions without operator ticks.
+repeat that action. DSRL-NA learns from the executed chunk whoever chose it; DSRL-SAC, which
+learns the noise, stores only decisions without operator ticks.
 
 When an episode ends (``episode_event`` success or failure) the policy node stops commanding,
 publishes the record of the decision it was executing and then an episode-end record:

@@ -61,8 +61,12 @@ class TeleopConfig:
         "Joy button that takes the arm over from the policy and hands it back (-1: none)",
         minimum=-1,
     )
-    success_button: int = setting(-1, "Joy button that marks the episode a success", minimum=-1)
-    failure_button: int = setting(-1, "Joy button that marks the episode a failure", minimum=-1)
+    success_button: int = setting(
+        -1, "Joy button that marks the episode a success (-1: none)", minimum=-1
+    )
+    failure_button: int = setting(
+        -1, "Joy button that marks the episode a failure (-1: none)", minimum=-1
+    )
     deadman_button: int = setting(
         -1, "Joy button that must be held for any motion (-1: none)", minimum=-1
     )
