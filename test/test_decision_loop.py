@@ -563,3 +563,18 @@ def test_without_a_policy_the_operator_drives_every_episode():
     assert not of(Decided, outputs)
     (end,) = of(EpisodeEnded, loop.end_episode(True, T0 + 0.05))
     assert end.success and end.decisions == 0 and end.features.shape == (0,)
+
+
+def test_a_decision_is_recorded_once_even_when_the_next_cannot_start():
+    arm = FakeArm()
+    loop = make_loop(arm, listening=False, exec_horizon=1)
+    arm.publish(loop, T0)
+    started(loop)
+    step(arm, loop, T0)
+    encode = loop.policy.encode
+    loop.policy.encode = lambda observation: (_ for _ in ()).throw(ValueError("bad image"))
+    outputs = step(arm, loop, T0 + 0.05)
+    assert len(of(Decided, outputs)) == 1 and "bad image" in of(Log, outputs)[0].text
+    assert not of(Decided, step(arm, loop, T0 + 0.1))
+    loop.policy.encode = encode
+    assert not of(Decided, step(arm, loop, T0 + 0.15)) and loop.decision.index == 1

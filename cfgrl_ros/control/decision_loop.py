@@ -296,8 +296,9 @@ class DecisionLoop:
             self._send(out, observation, self._operator(out, now) if verdict.ok else None, at, now)
             return out
         if verdict.ok and (decision is None or decision.step >= self.settings.exec_horizon):
-            if decision is not None:
+            if decision is not None:  # over: its record, once
                 out.append(decision.record())
+                self.decision = None
             return out + self._start_decision(now)
         action = None
         if verdict.ok:
