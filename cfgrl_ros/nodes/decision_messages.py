@@ -112,21 +112,12 @@ def event_qos(depth: int = 1) -> QoSProfile:
     return record_qos(depth)
 
 
-def operator_qos() -> QoSProfile:
-    """Operator actions: reliable, only the latest matters."""
+def exchange_qos(depth: int = 10) -> QoSProfile:
+    """Noise requests and answers, operator actions (depth 1: only the latest matters):
+    reliable, only for whoever listens now."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-def exchange_qos() -> QoSProfile:
-    """Noise requests and answers: reliable, only for whoever listens now."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=10,
+        depth=depth,
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.VOLATILE,
     )

@@ -119,7 +119,6 @@ from cfgrl_ros.nodes.decision_messages import (
     noise_from_message,
     noise_request_message,
     operator_action_from_message,
-    operator_qos,
     record_qos,
     stamp_to_ns,
 )
@@ -242,7 +241,7 @@ class PolicyNode(Node):
         self.create_subscription(JointTrajectory, NOISE_TOPIC, self._on_noise, exchange_qos())
         self.create_subscription(String, EPISODE_EVENT_TOPIC, self._on_event, event_qos(10))
         self.create_subscription(
-            JointState, OPERATOR_ACTION_TOPIC, self._on_operator_action, operator_qos()
+            JointState, OPERATOR_ACTION_TOPIC, self._on_operator_action, exchange_qos(1)
         )
         self.create_service(Trigger, "~/start_episode", self._on_start_episode)
         self.create_service(Trigger, "~/pause", self._on_pause)

@@ -39,8 +39,8 @@ from cfgrl_ros.nodes.decision_messages import (
     OPERATOR_ACTION_TOPIC,
     TAKEOVER_SERVICE,
     event_qos,
+    exchange_qos,
     operator_action_message,
-    operator_qos,
 )
 from cfgrl_ros.nodes.node_support import (
     declare,
@@ -100,7 +100,7 @@ class TeleopNode(Node):
         )
         self.create_subscription(String, EPISODE_EVENT_TOPIC, self._on_event, event_qos(10))
         self.action_publisher = self.create_publisher(
-            JointState, OPERATOR_ACTION_TOPIC, operator_qos()
+            JointState, OPERATOR_ACTION_TOPIC, exchange_qos(1)
         )
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0 / publish_rate, self._publish_action)

@@ -69,16 +69,14 @@ class ScriptedOperator:
         self.config = config or OperatorConfig()
         self.expert = ScriptedExpert(task, self.config.noise, seed=seed)
         self._goal_pos = None if goal_pos is None else np.asarray(goal_pos, dtype=float)
-        self.takeovers = 0
-        self._start_height = 0.0
-        self._best = -np.inf
-        self._stalled = 0
-        self._was_lifted = False
-        self._driving_left = 0
-        self._handing_back = False
+        self._new_episode(start_height=0.0)
 
     def reset(self, obs: dict[str, np.ndarray]) -> None:
-        self._start_height = float(obs["object_pos"][2])
+        """An episode starts at `obs`."""
+        self._new_episode(float(obs["object_pos"][2]))
+
+    def _new_episode(self, start_height: float) -> None:
+        self._start_height = start_height
         self.takeovers = 0
         self._best = -np.inf
         self._stalled = 0
