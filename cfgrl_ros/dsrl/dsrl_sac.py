@@ -13,6 +13,10 @@ learned entropy coefficient, polyak targets), with three DSRL choices:
   produce noise beyond +-magnitude, so prefill noise is clipped there: what is stored is exactly
   what was executed.
 
+Its transitions are (s, w0, r, s'): it cannot learn from actions no noise produced. Recorded
+demonstrations and an operator's interventions (a takeover in the ROS graph, `adapt --operator
+scripted`) are therefore left out (`NoiseAgent.add_transition`); DSRL-NA learns from them.
+
 The classes work both with `learn()` on a `NoiseSpaceEnv` (the usual SB3 way) and without any
 environment through `for_spaces()` (decisions arriving as messages: see `agent.NoiseAgent`).
 """
