@@ -2,7 +2,8 @@
 
 Subcommand modules are imported only when their subcommand runs, so ``cfgrl-ros --help`` is
 instant and does not import torch or rclpy. Each module ``cfgrl_ros.cli.<name>`` provides
-``add_arguments(parser)`` and ``run(args) -> int``.
+``add_arguments(parser)`` and ``run(args) -> int`` (a dash in the command is an underscore
+in the module's name).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "collect": "run the scripted expert in the simulator and record demonstrations to a rosbag",
     "record": "record teleoperated demonstrations, one rosbag per episode (sim or real arm)",
     "pretrain": "train a CFGRL flow policy (and its value function) from rosbags",
+    "train-success": "train a success detector (task done, from the cameras) on labelled bags",
     "eval": "roll out a policy in the simulator at several guidance weights",
     "adapt": "online DSRL adaptation of a frozen policy in the simulator, without ROS",
     "synthesize": "policy-guided diffusion: synthetic trajectories from bags, written as a bag",
@@ -27,11 +29,16 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+def _module(command: str) -> str:
+    """The module of a subcommand: train-success -> cfgrl_ros.cli.train_success."""
+    return f"cfgrl_ros.cli.{command.replace('-', '_')}"
+
+
 def _available() -> dict[str, str]:
     """Subcommands whose module is present in this install."""
     found = {}
     for name, summary in SUBCOMMANDS.items():
-        if importlib.util.find_spec(f"cfgrl_ros.cli.{name}") is not None:
+        if importlib.util.find_spec(_module(name)) is not None:
             found[name] = summary
     return found
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # prints help or names the unknown command, then exits
         return 2
     name = argv[0]
-    module = importlib.import_module(f"cfgrl_ros.cli.{name}")
+    module = importlib.import_module(_module(name))
     parser = argparse.ArgumentParser(
         prog=f"cfgrl-ros {name}",
         description=(module.__doc__ or commands[name]).strip(),

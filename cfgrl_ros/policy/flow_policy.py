@@ -35,7 +35,13 @@ from cfgrl_ros.data.episode import ACTION_DIM
 from cfgrl_ros.observation import STATE_DIM, ObservationSpec
 from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
 from cfgrl_ros.policy.config_types import from_fields
-from cfgrl_ros.policy.networks import ImageEncoder, StateEncoder, VelocityField, mlp
+from cfgrl_ros.policy.networks import (
+    MIN_IMAGE_SIZE,
+    ImageEncoder,
+    StateEncoder,
+    VelocityField,
+    mlp,
+)
 from cfgrl_ros.policy.normaliser import Normaliser
 
 CHECKPOINT_FORMAT = "cfgrl_ros.flow_policy"
@@ -49,7 +55,6 @@ OPTIMAL = 2
 
 STATE_MIN_STD = 1e-2  # state units are metres and radians: 1 cm / 0.01 rad
 ACTION_MIN_STD = 1e-2  # env action units ([-1, 1])
-MIN_IMAGE_SIZE = 32  # the image encoder's three stride-2 convolutions shrink images 8x
 STATE_CLIP = 10.0  # normalised states beyond ±10 std are clipped: far-off inputs stay bounded
 
 

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+MIN_IMAGE_SIZE = 32  # ImageEncoder's three stride-2 convolutions shrink images 8x
+
 
 def mlp(
     in_dim: int, hidden_dims: Sequence[int], out_dim: int, layer_norm: bool = False
