@@ -14,6 +14,7 @@ NODES = [
     "teleop_node",
     "bag_recorder_node",
     "scripted_operator_node",
+    "success_detector_node",
 ]
 
 setup(

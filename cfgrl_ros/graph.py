@@ -114,6 +114,13 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         ("true", "false"),
     ),
     LaunchArgument(
+        "success_detector",
+        "",
+        "a success detector (`cfgrl-ros train-success`): success_detector_node watches the "
+        "cameras (use_camera:=true) and its `success` ends episodes; the simulator's own "
+        "success signal moves to sim/success, unread. Empty: none",
+    ),
+    LaunchArgument(
         "namespace",
         "",
         "ROS namespace of every node (and of their relative topic names); empty: none",
@@ -258,17 +265,30 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     task = values["task"].strip()
     if task not in TASKS:
         raise ValueError(f"launch argument task:={task!r} must be one of {sorted(TASKS)}")
+    detector = values["success_detector"].strip()
+    if detector:
+        detector_path = Path(detector).expanduser().resolve()
+        if not detector_path.is_file():
+            raise FileNotFoundError(f"launch argument success_detector:={detector}: no such file")
+        if not use_camera:
+            raise ValueError(
+                "launch argument success_detector:= needs use_camera:=true: the detector "
+                "watches the cameras"
+            )
     nodes = []
     # A person drives in realtime; without one the simulator steps as fast as the policy.
     lockstep = sim and not teleop
     policy_parameters = {**shared, "lockstep": lockstep, "use_camera": use_camera}
     episode_parameters: dict[str, Any] = {"reset": "sim" if sim else "real"}
+    if detector:
+        episode_parameters["use_success_topic"] = True  # a real arm's file switches it off
     if sim:
         spec = TASKS[task]
         mode = "lockstep" if lockstep else "realtime"
-        nodes.append(
-            node("franka_sim_node", {"mode": mode, "use_camera": use_camera, "task": task})
-        )
+        simulator = {"mode": mode, "use_camera": use_camera, "task": task}
+        if detector:  # the detector alone says when the task is done
+            simulator["success_topic"] = "sim/success"
+        nodes.append(node("franka_sim_node", simulator))
         policy_parameters.update(
             task=task,
             workspace_low=list(spec.workspace_low),
@@ -302,6 +322,8 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
             if value is not None:
                 scripted[name] = value
         nodes.append(node("scripted_operator_node", scripted))
+    if detector:
+        nodes.append(node("success_detector_node", {"detector": str(detector_path)}))
     if record:
         bag = Path(values["bag"].strip() or "runs/recordings").expanduser().resolve()
         nodes.append(node("bag_recorder_node", {"out": str(bag), "task": task if sim else ""}))

@@ -103,6 +103,18 @@ def test_teleop_runs_the_simulator_in_realtime_and_record_adds_the_recorder(chec
         describe_graph({"teleop": "scripted", "sim": "false"})
 
 
+def test_a_success_detector_replaces_the_simulators_success_signal(checkpoint):
+    arguments = {"policy": str(checkpoint), "success_detector": str(checkpoint)}
+    with pytest.raises(ValueError, match="needs use_camera:=true"):
+        describe_graph(arguments)
+    nodes = {node.name: node for node in describe_graph({**arguments, "use_camera": "true"})}
+    assert nodes["success_detector_node"].parameters == {"detector": str(checkpoint)}
+    assert nodes["franka_sim_node"].parameters["success_topic"] == "sim/success"
+    assert nodes["reward_reset_node"].parameters["use_success_topic"] is True
+    with pytest.raises(FileNotFoundError, match="success_detector:=nowhere.pt: no such file"):
+        describe_graph({**arguments, "use_camera": "true", "success_detector": "nowhere.pt"})
+
+
 def test_task_argument_sets_the_simulator_the_box_and_the_episode_length(checkpoint, tmp_path):
     nodes = describe_graph({"policy": str(checkpoint), "task": "pick_place_can"})
     by_name = {node.name: node for node in nodes}
