@@ -24,7 +24,8 @@ def test_cli_help_lists_every_subcommand_with_its_summary():
         check=True,
     )
     for name, summary in SUBCOMMANDS.items():
-        assert (ROOT / "cfgrl_ros" / "cli" / f"{name}.py").is_file(), f"no module for {name}"
+        module = name.replace("-", "_")
+        assert (ROOT / "cfgrl_ros" / "cli" / f"{module}.py").is_file(), f"no module for {name}"
         assert name in result.stdout
         assert summary[:40] in " ".join(result.stdout.split())
 
