@@ -111,7 +111,7 @@ def test_a_success_detector_replaces_the_simulators_success_signal(checkpoint):
     assert nodes["success_detector_node"].parameters == {"detector": str(checkpoint)}
     assert nodes["franka_sim_node"].parameters["success_topic"] == "sim/success"
     assert nodes["reward_reset_node"].parameters["use_success_topic"] is True
-    with pytest.raises(FileNotFoundError, match="success_detector:=nowhere.pt: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"success_detector:=nowhere\.pt: no such file"):
         describe_graph({**arguments, "use_camera": "true", "success_detector": "nowhere.pt"})
 
 

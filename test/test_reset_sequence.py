@@ -208,3 +208,31 @@ def test_decisions_made_before_the_start_answer_arrived_count():
     outputs = sequence.answered(Service.START, True, "", T0 + 0.3)
     assert events(outputs) == ["start", "failure"]
     assert sequence.state == State.STOPPING
+
+
+def test_a_timeout_asks_the_operator_only_when_the_success_detector_was_unsure():
+    sequence = make_sequence(ready=set(Service), max_decisions=2, unsure_score=0.3)
+    running(sequence)
+    sequence.score(0.1)
+    sequence.record(False, T0 + 1)
+    assert events(sequence.record(False, T0 + 2)) == ["failure"]  # sure: no one is asked
+    sequence.record(True, T0 + 2.1)
+    sequence.tick(T0 + 3)
+    sequence.answered(Service.RESET, True, "", T0 + 3)
+    sequence.answered(Service.START, True, "", T0 + 3.1)
+    assert sequence.highest_score == 0.0  # a new episode
+    sequence.score(0.45)
+    sequence.record(False, T0 + 4)
+    outputs = sequence.record(False, T0 + 5)
+    assert not events(outputs) and sequence.state == State.AWAITING_LABEL
+    assert "highest score 0.45 >= unsure_score 0.3" in of(Log, outputs)[-1].text
+    assert sequence.record(False, T0 + 6) == []  # decisions no longer count
+    reply, outputs = sequence.mark(True, T0 + 7)
+    assert reply.success and events(outputs) == ["success"]
+
+
+def test_without_unsure_score_a_timeout_never_waits():
+    sequence = make_sequence(ready=set(Service), max_decisions=1)
+    running(sequence)
+    sequence.score(0.99)
+    assert events(sequence.record(False, T0 + 1)) == ["failure"]

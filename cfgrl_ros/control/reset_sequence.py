@@ -8,8 +8,16 @@ or to give up on, log lines. Every input takes ``now``, the node's clock in seco
 States: WAITING_FOR_READY (the operator's ``~/ready``), HOMING (the policy node moves the arm
 home; the measured pose must arrive there), RESETTING (the simulator's reset), STARTING (the
 policy node's ``~/start_episode``: "start" is announced only after its answer, so whoever hears
-it knows the policy node runs the episode), RUNNING, STOPPING (until the policy node's
-episode-end record, at most ``stop_timeout``), FINISHED (``episodes`` reached).
+it knows the policy node runs the episode), RUNNING, AWAITING_LABEL (a learned success
+detector was unsure when the episode ran out of decisions: the operator labels it),
+STOPPING (until the policy node's episode-end record, at most ``stop_timeout``), FINISHED
+(``episodes`` reached).
+
+With a success detector (cfgrl_ros.nodes.success_detector_node) the operator labels only what
+it is unsure of: its confident ``success`` ends an episode in success, and an episode that runs
+out of decisions fails with no one asked, unless the detector's highest score in the episode
+reached ``unsure_score`` (below its own threshold: it did not fire). Then the episode waits in
+AWAITING_LABEL for ``~/mark_success`` or ``~/mark_failure`` (or a later confident success).
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ class State(Enum):
     RESETTING = "resetting the simulator"
     STARTING = "the policy node starts the episode"
     RUNNING = "episode running"
+    AWAITING_LABEL = (
+        "the success detector is unsure: waiting for the operator's ~/mark_success or "
+        "~/mark_failure"
+    )
     STOPPING = "waiting for the policy node to stop"
     FINISHED = "finished all episodes"
 
@@ -62,6 +74,7 @@ class SequenceSettings:
     service_timeout: float = 30.0
     max_pose_age: float = SafetyConfig.max_observation_age
     statistics_window: int = 10
+    unsure_score: float = 1.0  # a detector's score from which a timeout asks (1: never asks)
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -126,6 +139,7 @@ class ResetSequence:
         self.successes = 0
         self.recent: deque[bool] = deque(maxlen=settings.statistics_window)
         self.decisions = 0
+        self.highest_score = 0.0  # the success detector's, this episode
         self._homed = False
         self._operator_ready = False
         self._calls: dict[Service, float] = {}  # in flight: when called
@@ -150,6 +164,7 @@ class ResetSequence:
     def _start_episode(self, now: float) -> list[Output]:
         self._operator_ready = False
         self.decisions = 0
+        self.highest_score = 0.0
         return self._enter(State.STARTING, now) + self._call(Service.START, now)
 
     def _end_episode(self, success: bool, why: str, now: float) -> list[Output]:
@@ -200,19 +215,35 @@ class ResetSequence:
 
     def _check_decision_limit(self, now: float) -> list[Output]:
         limit = self.settings.max_decisions
-        if limit and self.decisions >= limit:
-            return self._end_episode(False, f"timeout: {limit} decisions", now)
-        return []
+        if not limit or self.decisions < limit:
+            return []
+        unsure = self.settings.unsure_score
+        if unsure < 1.0 and self.highest_score >= unsure:
+            return [
+                *self._enter(State.AWAITING_LABEL, now),
+                Log(
+                    "warning",
+                    f"episode {self.episodes + 1}: {limit} decisions made, and the success "
+                    f"detector is unsure (highest score {self.highest_score:.2f} >= "
+                    f"unsure_score {unsure}): label it with ~/mark_success or ~/mark_failure",
+                ),
+            ]
+        return self._end_episode(False, f"timeout: {limit} decisions", now)
+
+    def score(self, value: float) -> None:
+        """The success detector's score of the latest frame."""
+        if self.state == State.RUNNING and math.isfinite(value):
+            self.highest_score = max(self.highest_score, value)
 
     def success_signal(self, now: float) -> list[Output]:
         """The success topic turned true."""
-        if self.state == State.RUNNING:
+        if self.state in (State.RUNNING, State.AWAITING_LABEL):
             return self._end_episode(True, "success topic", now)
         return []
 
     def mark(self, success: bool, now: float) -> tuple[Reply, list[Output]]:
         """The operator's ~/mark_success or ~/mark_failure."""
-        if self.state != State.RUNNING:
+        if self.state not in (State.RUNNING, State.AWAITING_LABEL):
             return Reply(False, f"no episode is running ({self.state.value}); nothing to mark"), []
         out = self._end_episode(success, "operator", now)
         outcome = "success" if success else "failure"
@@ -278,6 +309,8 @@ class ResetSequence:
             return self._call(Service.START, now)
         if self.state == State.HOMING:
             return self._home(elapsed, now)
+        if self.state == State.AWAITING_LABEL:  # the policy acts on meanwhile
+            return self._waiting("the operator's label: ~/mark_success or ~/mark_failure", now)
         return []
 
     # ---------------------------------------------------------------------------- services

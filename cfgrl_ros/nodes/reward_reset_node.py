@@ -109,6 +109,12 @@ class RewardResetNode(Node):
         self.create_subscription(JointState, DECISION_TOPIC, self._on_record, exchange_qos())
         if self.use_success_topic:
             self.create_subscription(Bool, "success", self._on_success, qos_profile_sensor_data)
+            self.create_subscription(
+                Float64,
+                "success_score",
+                lambda message: self.sequence.score(message.data),
+                qos_profile_sensor_data,
+            )
         self.create_service(Trigger, "~/mark_success", self._on_mark_success)
         self.create_service(Trigger, "~/mark_failure", self._on_mark_failure)
         self.create_service(Trigger, "~/ready", self._on_ready)
@@ -177,6 +183,14 @@ class RewardResetNode(Node):
             "std_srvs/Trigger service of the policy node that starts an episode",
         )
         window = declare_statistics_window(self)
+        unsure_score = declare(
+            self,
+            "unsure_score",
+            SequenceSettings.unsure_score,
+            "with a success detector: an episode that runs out of decisions after its score "
+            "reached this (without firing) waits for the operator's label; 1: never asks",
+            float_range=(0.0, 1.0),
+        )
         self.control_rate = declare(self, "control_rate", 20.0, "checks per second (Hz)")
         self.home = declare_home(self)
         self.home_service = declare(
@@ -204,6 +218,7 @@ class RewardResetNode(Node):
             service_timeout=service_timeout,
             max_pose_age=max_pose_age,
             statistics_window=window,
+            unsure_score=unsure_score,
         )
 
     # ------------------------------------------------------------------------------- inputs
