@@ -133,7 +133,11 @@ def test_an_operator_records_a_demonstration_that_pretrain_reads(tmp_path, ros_p
     (episode,) = read_bags([bag])
     assert episode.success and len(episode) >= 20  # about two seconds at 20 Hz
     actions = episode.actions
-    assert np.all(actions[5:-2, 2] > 0.2)  # the operator's upward motion
+    # The operator's upward motion (a loaded machine may deliver the twist late: the arm holds
+    # meanwhile, and those ticks record no motion).
+    assert np.mean(actions[:, 2] > 0.2) > 0.5
+    heights = episode.observations["eef_pos"][:, 2]
+    assert heights[-1] - heights[0] > 0.03
     assert actions[0, 6] < 0 and actions[-1, 6] > 0  # the gripper toggled closed
     assert episode.metadata["task"] == "lift"
 
