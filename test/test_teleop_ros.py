@@ -26,12 +26,17 @@ from test_nodes_ros import (
 )
 
 from cfgrl_ros.data.bag_reader import read_bags
+from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.paths import config_path
 from cfgrl_ros.policy import FlowPolicy
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]
 
 GRIPPER, TAKEOVER, SUCCESS = 0, 1, 2  # the button map given to teleop_node below
+# A process of the graph may stall for a moment on a loaded 2-core machine, leaving a gap in
+# the recorded commands; the reader would skip that episode (a data-quality check this test is
+# not about), so these recordings are read with a looser staleness limit.
+LOOSE = {"max_staleness": 1.0}
 SMALL_POLICY = """\
 value_hidden_dims: [32]
 value_folds: 1
@@ -130,7 +135,7 @@ def test_an_operator_records_a_demonstration_that_pretrain_reads(tmp_path, ros_p
     assert "bag_recorder_node stopped (exit code 0)" in log
     assert "1 episodes recorded into" in log
 
-    (episode,) = read_bags([bag])
+    (episode,) = read_bags([bag], load_topic_map(overrides=LOOSE))
     assert episode.success and len(episode) >= 20  # about two seconds at 20 Hz
     actions = episode.actions
     # The operator's upward motion (a loaded machine may deliver the twist late: the arm holds
@@ -144,6 +149,8 @@ def test_an_operator_records_a_demonstration_that_pretrain_reads(tmp_path, ros_p
     out = tmp_path / "policy.pt"
     config = tmp_path / "small.yaml"
     config.write_text(SMALL_POLICY)
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(yaml.safe_dump(LOOSE))
     result = subprocess.run(
         [
             sys.executable,
@@ -156,6 +163,8 @@ def test_an_operator_records_a_demonstration_that_pretrain_reads(tmp_path, ros_p
             str(out),
             "--config",
             str(config),
+            "--topics",
+            str(topics),
             "--steps",
             "5",
             "--value-steps",
@@ -247,7 +256,7 @@ def test_the_scripted_operator_records_successful_demonstrations_through_the_gra
         launcher.wait(STARTUP + 60)
     finally:
         log = stop(launcher, tmp_path / "launch.log")
-    (episode,) = read_bags([bag])
+    (episode,) = read_bags([bag], load_topic_map(overrides=LOOSE))
     assert episode.success, log
     assert episode.actions[:, 6].max() > 0  # the gripper closed on the cube
 
