@@ -62,6 +62,19 @@ def declare_adapter(node: Any) -> ArmCommandAdapter:
     return ArmCommandAdapter(AdapterConfig(**values))
 
 
+def declare_gripper_midpoint(node: Any) -> float:
+    """The commanded finger opening below which the gripper counts as closed: halfway between
+    the adapter's ``gripper_open_width`` and ``gripper_closed_width`` (declared here with the
+    adapter's defaults, so the files' shared values apply), as ArmCommandAdapter.action reads
+    a recorded command."""
+    defaults = AdapterConfig()
+    widths = [
+        declare(node, name, float(getattr(defaults, name)), _ADAPTER_PARAMETERS[name])
+        for name in ("gripper_open_width", "gripper_closed_width")
+    ]
+    return sum(widths) / 2
+
+
 def pose_message(
     position: np.ndarray, quaternion: np.ndarray, frame_id: str, stamp: Any
 ) -> PoseStamped:

@@ -34,6 +34,7 @@ from cfgrl_ros.nodes.arm_interface import (
     CURRENT_POSE_TOPIC,
     FINGER_JOINTS,
     GRIPPER_COMMAND_TOPIC,
+    declare_gripper_midpoint,
 )
 from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
 from cfgrl_ros.nodes.node_support import declare, declare_setting, declare_settings, run_node
@@ -60,12 +61,7 @@ class ScriptedOperatorNode(Node):
             False,
             "drive every episode from its start (no policy: recording demonstrations)",
         )
-        self.gripper_closed_below = declare(
-            self,
-            "gripper_closed_below",
-            0.04,
-            "a commanded finger opening (m) below this is closed (as teleop_node's parameter)",
-        )
+        self.gripper_closed_below = declare_gripper_midpoint(self)
         twist_topic = declare(self, "twist_topic", "spacenav/twist", "Twist published")
         joy_topic = declare(self, "joy_topic", "spacenav/joy", "Joy published")
 

@@ -12,13 +12,13 @@ cfgrl_ros.teleop.twist_input). It publishes nothing while the twist is older tha
 Buttons: the gripper button toggles the gripper; the takeover button calls the policy node's
 ``~/takeover`` (``takeover_service``) with true, and with false at the next press, so the
 operator takes the arm from the policy and hands it back (at a takeover the gripper stays as
-the policy last commanded it on ``gripper_command``: closed below ``gripper_closed_below``, so
-a held object is not dropped; an episode starts with it open, as homing and the simulator's
-reset leave it); the success and failure buttons call
-the reward/reset node's ``~/mark_success`` and ``~/mark_failure``. Every refusal is logged with
-its reason. The node never commands the arm itself: the policy node does, through the adapter
-and the safety envelope. Diagnostics: twists accepted, refused (NaN, infinite, beyond
-``max_input``) and clipped.
+the policy last commanded it on ``gripper_command``, closed below the midpoint of the adapter's
+``gripper_open_width`` and ``gripper_closed_width``, so a held object is not dropped; an
+episode starts with it open, as homing and the simulator's reset leave it); the success and
+failure buttons call the reward/reset node's ``~/mark_success`` and ``~/mark_failure``. Every
+refusal is logged with its reason. The node never commands the arm itself: the policy node
+does, through the adapter and the safety envelope. Diagnostics: twists accepted, refused (NaN,
+infinite, beyond ``max_input``) and clipped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 
-from cfgrl_ros.nodes.arm_interface import GRIPPER_COMMAND_TOPIC
+from cfgrl_ros.nodes.arm_interface import GRIPPER_COMMAND_TOPIC, declare_gripper_midpoint
 from cfgrl_ros.nodes.decision_messages import (
     EPISODE_EVENT_TOPIC,
     OPERATOR_ACTION_TOPIC,
@@ -76,13 +76,7 @@ class TeleopNode(Node):
             "reward_reset_node/mark_failure",
             "the reward/reset node's service that ends an episode in failure",
         )
-        self.gripper_closed_below = declare(
-            self,
-            "gripper_closed_below",
-            0.04,
-            "a commanded finger opening (m) below this is closed: at a takeover the operator's "
-            "gripper starts as the policy left it",
-        )
+        self.gripper_closed_below = declare_gripper_midpoint(self)
         require_positive({"publish_rate": publish_rate})
         self.commanded_width: float | None = None
 
