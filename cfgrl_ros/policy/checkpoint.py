@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
 def atomic_save(payload: dict[str, Any], path: str | Path) -> None:
     """torch.save `payload` to `path` atomically (`atomic_write`)."""
     atomic_write(path, lambda file: torch.save(payload, file))
+
+
+def save_model(
+    model: torch.nn.Module, config: Any, file_format: str, version: int, path: str | Path
+) -> None:
+    """One file: format name and version, the config (a dataclass) and the weights on the CPU;
+    written atomically."""
+    payload = {
+        "format": file_format,
+        "format_version": version,
+        "config": dataclasses.asdict(config),
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+    }
+    atomic_save(payload, Path(path))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

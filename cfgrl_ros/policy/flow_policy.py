@@ -33,7 +33,7 @@ from torch import nn
 from cfgrl_ros.arm.command_adapter import AdapterConfig
 from cfgrl_ros.data.episode import ACTION_DIM
 from cfgrl_ros.observation import STATE_DIM, ObservationSpec
-from cfgrl_ros.policy.checkpoint import atomic_save, resolve_device
+from cfgrl_ros.policy.checkpoint import resolve_device, save_model
 from cfgrl_ros.policy.config_types import from_fields
 from cfgrl_ros.policy.networks import (
     MIN_IMAGE_SIZE,
@@ -397,13 +397,7 @@ class FlowPolicy(nn.Module):
     # ----------------------------------------------------------------------------- checkpoint
     def save(self, path: str | Path) -> None:
         """One file: format version, config, weights and normalisers; written atomically."""
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "config": dataclasses.asdict(self.config),
-            "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
-        }
-        atomic_save(payload, Path(path))
+        save_model(self, self.config, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, path)
 
     @classmethod
     def load(

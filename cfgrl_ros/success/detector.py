@@ -8,7 +8,6 @@ the success detector node refuses cameras or image sizes other than the ones it 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
-from cfgrl_ros.policy.checkpoint import atomic_save
+from cfgrl_ros.policy.checkpoint import save_model
 from cfgrl_ros.policy.config_types import from_fields
 from cfgrl_ros.policy.networks import MIN_IMAGE_SIZE, ImageEncoder, StateEncoder, mlp
 from cfgrl_ros.policy.normaliser import Normaliser
@@ -113,13 +112,7 @@ class SuccessDetector(nn.Module):
         return torch.sigmoid(self(self.inputs(observations))).cpu().numpy()
 
     def save(self, path: str | Path) -> None:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "config": dataclasses.asdict(self.config),
-            "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
-        }
-        atomic_save(payload, path)
+        save_model(self, self.config, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SuccessDetector:
