@@ -177,11 +177,18 @@ def argument_defaults() -> dict[str, str]:
     return {argument.name: argument.default for argument in LAUNCH_ARGUMENTS}
 
 
-def _flag(values: Mapping[str, str], name: str) -> bool:
+def _choice(values: Mapping[str, str], name: str) -> str:
+    """The value of a launch argument with choices; ValueError naming them otherwise."""
     text = values[name].strip().lower()
-    if text not in ("true", "false"):
-        raise ValueError(f"launch argument {name}:={values[name]!r} must be true or false")
-    return text == "true"
+    choices = next(argument.choices for argument in LAUNCH_ARGUMENTS if argument.name == name)
+    if text not in choices:
+        allowed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise ValueError(f"launch argument {name}:={values[name]!r} must be {allowed}")
+    return text
+
+
+def _flag(values: Mapping[str, str], name: str) -> bool:
+    return _choice(values, name) == "true"
 
 
 def _file(values: Mapping[str, str], name: str, default: str) -> Path:
@@ -221,11 +228,7 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     values = {**known, **{name: str(value) for name, value in arguments.items()}}
     sim = _flag(values, "sim")
     use_camera = _flag(values, "use_camera")
-    teleop_mode = values["teleop"].strip().lower()
-    if teleop_mode not in ("true", "false", "scripted"):
-        raise ValueError(
-            f"launch argument teleop:={values['teleop']!r} must be true, false or scripted"
-        )
+    teleop_mode = _choice(values, "teleop")
     if teleop_mode == "scripted" and not sim:
         raise ValueError(
             "launch argument teleop:=scripted needs sim:=true (it reads the simulator)"

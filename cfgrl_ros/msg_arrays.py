@@ -48,6 +48,28 @@ def joint_arrays(
     return arm, width
 
 
+def arm_observation(
+    joint_states: Any,
+    current_pose: Any,
+    arm_joints: Sequence[str],
+    finger_joints: Sequence[str],
+    object_pose: Any = None,
+) -> dict[str, np.ndarray]:
+    """The arm's observation fields (cfgrl_ros.observation) from its messages: joint positions,
+    gripper width, end-effector pose, and the object pose when its message is given."""
+    joint_pos, gripper_width = joint_arrays(joint_states, arm_joints, finger_joints)
+    eef_pos, eef_quat = pose_arrays(current_pose)
+    observation = {
+        "joint_pos": joint_pos,
+        "gripper_width": gripper_width,
+        "eef_pos": eef_pos,
+        "eef_quat": eef_quat,
+    }
+    if object_pose is not None:
+        observation["object_pos"], observation["object_quat"] = pose_arrays(object_pose)
+    return observation
+
+
 def image_array(msg: Any, size: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage -> uint8 RGB.
 

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cfgrl_ros.cli.arguments import (
     add_topic_map_arguments,
@@ -27,6 +28,9 @@ from cfgrl_ros.cli.arguments import (
 from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE, IMAGE_KEYS
 from cfgrl_ros.policy.networks import MIN_IMAGE_SIZE
 from cfgrl_ros.settings import add_setting_flag
+
+if TYPE_CHECKING:  # torch is imported only when training runs: `--help` stays fast
+    from cfgrl_ros.success.training import SuccessTrainConfig
 
 TRAIN_FLAGS = (
     "positive_ticks",
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(evaluation: dict, config, stem: Path) -> None:
+def _plot(evaluation: dict, config: SuccessTrainConfig, stem: Path) -> None:
     """<stem>.confusion.png and <stem>.scores.png (up to three successful and three failed
     held-out episodes)."""
     import matplotlib

@@ -168,12 +168,11 @@ class Decision:
     operator: np.ndarray | None = None  # [H] bool: the rows the operator drove
 
     def executed(self, action: np.ndarray, by_operator: bool) -> None:
-        """Row `step` went out as `action` (the decoded row, or the operator's)."""
-        if self.decoded:
-            self.chunk[self.step] = action
-        else:  # rows after the last executed one repeat it
-            self.chunk[self.step :] = action
-        self.operator[self.step] = by_operator
+        """Row `step` went out as `action`: the decoded row, or the operator's (written in, and
+        when nothing was decoded also into the rows after it)."""
+        if by_operator:
+            self.chunk[self.step if self.decoded else slice(self.step, None)] = action
+            self.operator[self.step] = True
         self.step += 1
 
     def record(self) -> Decided:
@@ -309,7 +308,7 @@ class DecisionLoop:
     def _next_action(self, decision: Decision, out: list[Output], now: float) -> np.ndarray | None:
         """The decision's next row (the operator's while it drives; None: hold), marked sent."""
         by_operator = self.operator_driving
-        action = self._operator(out, now) if by_operator else decision.chunk[decision.step].copy()
+        action = self._operator(out, now) if by_operator else decision.chunk[decision.step]
         if action is not None:
             decision.executed(action, by_operator)
         return action

@@ -251,10 +251,11 @@ class NoiseSpaceEnv(gym.Env):
         ticks = 0
         env_info: dict[str, Any] = {}
         obs = self._obs
-        executed = []
+        executed = []  # the operator's actions (a decoded chunk is already whole)
         for tick in range(self.exec_horizon):
             action = self.operator.act(obs) if by_operator else chunk[tick]
-            executed.append(np.asarray(action, dtype=np.float32))
+            if by_operator:
+                executed.append(np.asarray(action, dtype=np.float32))
             obs, reward, terminated, truncated, env_info = self.env.step(action)
             total_reward += float(reward)
             ticks += 1

@@ -34,6 +34,12 @@ GRIPPER_COMMAND_TOPIC = "gripper_command"
 # A Panda's joint names in joint_states (franka_ros2 and the simulator).
 ARM_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 FINGER_JOINTS = ["panda_finger_joint1", "panda_finger_joint2"]
+# The cameras' image topics (the realsense2_camera driver's names; the wrist camera in its own
+# camera namespace), by observation image key.
+IMAGE_TOPICS = {
+    "image": "camera/camera/color/image_raw",
+    "wrist_image": "wrist_camera/camera/color/image_raw",
+}
 CURRENT_POSE_TOPIC = "franka_robot_state_broadcaster/current_pose"
 
 _ADAPTER_PARAMETERS: dict[str, str] = {
@@ -60,6 +66,14 @@ def declare_adapter(node: Any) -> ArmCommandAdapter:
     values["workspace_low"] = tuple(values["workspace_low"])
     values["workspace_high"] = tuple(values["workspace_high"])
     return ArmCommandAdapter(AdapterConfig(**values))
+
+
+def declare_joint_names(node: Any) -> tuple[list[str], list[str]]:
+    """The ``arm_joints`` (7, in order) and ``finger_joints`` (summed into the gripper width)
+    parameters: the names in joint_states (an FR3's are fr3_joint1..., config/franka_real.yaml)."""
+    arm = declare(node, "arm_joints", ARM_JOINTS, "the 7 arm joints, in order")
+    fingers = declare(node, "finger_joints", FINGER_JOINTS, "finger joints (summed into the width)")
+    return arm, fingers
 
 
 def declare_gripper_midpoint(node: Any) -> float:

@@ -85,7 +85,7 @@ class BagRecorderNode(Node):
         self.create_subscription(
             String,
             topic_map.episode_event.lstrip("/"),
-            lambda message: self._on_event(topic_map.episode_event, message),
+            self._on_event,
             event_qos(10),
         )
         self.get_logger().info(
@@ -96,7 +96,7 @@ class BagRecorderNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _on_event(self, topic: str, message: String) -> None:
+    def _on_event(self, message: String) -> None:
         bag = self.recorder.event(message.data, self._now_ns(), serialize_message(message))
         if bag is not None:
             self.get_logger().info(f"episode {message.data}: {bag}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import (
     InvalidParameterTypeException,
@@ -157,6 +158,29 @@ def require_positive(values: dict[str, float]) -> None:
     for name, value in values.items():
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"parameter {name} must be a number > 0, got {value}")
+
+
+def diagnostic_status(
+    node: Node,
+    what: str,
+    message: str,
+    values: Mapping[str, Any],
+    level: bytes = DiagnosticStatus.OK,
+) -> DiagnosticStatus:
+    """A status named "<node>: <what>" with `values` as its key-value pairs."""
+    return DiagnosticStatus(
+        level=level,
+        name=f"{node.get_name()}: {what}",
+        message=message,
+        values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+    )
+
+
+def publish_diagnostics(node: Node, publisher: Any, *statuses: DiagnosticStatus) -> None:
+    """One /diagnostics message of `statuses`, stamped now."""
+    message = DiagnosticArray(status=list(statuses))
+    message.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(message)
 
 
 def write_log(node: Node, log: Log) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -62,7 +62,13 @@ from cfgrl_ros.nodes.decision_messages import (
     record_qos,
     stamp_to_ns,
 )
-from cfgrl_ros.nodes.node_support import declare_setting, declare_settings, run_node
+from cfgrl_ros.nodes.node_support import (
+    declare_setting,
+    declare_settings,
+    diagnostic_status,
+    publish_diagnostics,
+    run_node,
+)
 from cfgrl_ros.policy import FlowPolicy
 from cfgrl_ros.settings import NoiseActorSettings, default_run_dir, settings_of
 
@@ -390,16 +396,12 @@ class NoiseActorNode(Node):
             **{f"train/{key}": f"{value:.4g}" for key, value in self.last_metrics.items()},
         }
         level = DiagnosticStatus.WARN if self.missing_records else DiagnosticStatus.OK
-        status = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: learner",
-            message=f"{episodes} episodes, {counters['transitions']} transitions, "
-            f"{counters['updates']} updates",
-            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+        message = (
+            f"{episodes} episodes, {counters['transitions']} transitions, "
+            f"{counters['updates']} updates"
         )
-        message = DiagnosticArray(status=[status])
-        message.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(message)
+        status = diagnostic_status(self, "learner", message, values, level)
+        publish_diagnostics(self, self.diagnostics_publisher, status)
 
     def destroy_node(self) -> None:
         self._stop.set()

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
@@ -90,18 +90,18 @@ from cfgrl_ros.control.decision_loop import (
     SendCommand,
 )
 from cfgrl_ros.dsrl.agent import DsrlConfig
-from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays, stamp_seconds
+from cfgrl_ros.msg_arrays import arm_observation, image_array, stamp_seconds
 from cfgrl_ros.nodes.arm_interface import (
-    ARM_JOINTS,
     CURRENT_POSE_TOPIC,
-    FINGER_JOINTS,
     GRIPPER_COMMAND_TOPIC,
+    IMAGE_TOPICS,
     TARGET_POSE_TOPIC,
     command_messages,
     declare_adapter,
     declare_gripper,
     declare_gripper_settings,
     declare_home,
+    declare_joint_names,
     declare_robot_mode_guard,
 )
 from cfgrl_ros.nodes.decision_messages import (
@@ -126,7 +126,9 @@ from cfgrl_ros.nodes.node_support import (
     declare,
     declare_setting,
     declare_settings,
+    diagnostic_status,
     now_seconds,
+    publish_diagnostics,
     require_positive,
     run_node,
     write_log,
@@ -135,10 +137,6 @@ from cfgrl_ros.observation import PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.policy import FlowPolicy
 
 MAX_GUIDANCE_WEIGHT = 10.0
-IMAGE_TOPICS = {
-    "image": "camera/camera/color/image_raw",
-    "wrist_image": "wrist_camera/camera/color/image_raw",
-}
 FINAL_HOLD_DELIVERY = 0.5  # seconds an exiting node waits for the last hold to be received
 
 
@@ -335,10 +333,7 @@ class PolicyNode(Node):
             "false: always decode from w0 ~ N(0, I) (base policy)",
         )
         self.use_camera = declare(self, "use_camera", False, "camera images are available")
-        self.arm_joints = declare(self, "arm_joints", ARM_JOINTS, "the 7 arm joints, in order")
-        self.finger_joints = declare(
-            self, "finger_joints", FINGER_JOINTS, "finger joints (summed into the width)"
-        )
+        self.arm_joints, self.finger_joints = declare_joint_names(self)
         self.record_history = declare(
             self,
             "record_history",
@@ -430,7 +425,12 @@ class PolicyNode(Node):
     def _on_set_parameters(self, parameters: Sequence[Any]) -> SetParametersResult:
         # rclpy has already checked the type and the range [0, MAX_GUIDANCE_WEIGHT].
         weights = [p.value for p in parameters if p.name == "guidance_weight"]
-        if weights and (self.policy is None or self.policy.config.condition == "none"):
+        if weights and self.policy is None:
+            return SetParametersResult(
+                successful=False,
+                reason="no checkpoint: the operator drives, there is no guidance to weigh",
+            )
+        if weights and self.policy.config.condition == "none":
             return SetParametersResult(
                 successful=False,
                 reason="this checkpoint was trained without conditions (bc or awr): it has no "
@@ -474,18 +474,15 @@ class PolicyNode(Node):
             )
         if not complete:
             return None
-        joints = self._latest["joint_states"]
-        joint_pos, gripper_width = joint_arrays(joints, self.arm_joints, self.finger_joints)
-        eef_pos, eef_quat = pose_arrays(self._latest["current_pose"])
-        observation = {
-            "joint_pos": joint_pos,
-            "gripper_width": gripper_width,
-            "eef_pos": eef_pos,
-            "eef_quat": eef_quat,
-        }
-        if not arm_only and self.observation_spec.uses_object_pose:
-            object_pos, object_quat = pose_arrays(self._latest["object_pose"])
-            observation |= {"object_pos": object_pos, "object_quat": object_quat}
+        observation = arm_observation(
+            self._latest["joint_states"],
+            self._latest["current_pose"],
+            self.arm_joints,
+            self.finger_joints,
+            self._latest["object_pose"]
+            if not arm_only and self.observation_spec.uses_object_pose
+            else None,
+        )
         for key in self.observation_spec.image_keys if with_images and not arm_only else ():
             height, width = self.observation_spec.image_size
             try:
@@ -633,23 +630,13 @@ class PolicyNode(Node):
             "decode_ms_mean": f"{decode_ms.mean():.2f}",
             "decode_ms_max": f"{decode_ms.max():.2f}",
         }
-        decisions = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
-            name=f"{self.get_name()}: decisions",
-            message=f"{counts['decisions']} decisions, {counts['fallbacks']} with "
-            "base-policy noise",
-            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
-        )
+        message = f"{counts['decisions']} decisions, {counts['fallbacks']} with base-policy noise"
+        decisions = diagnostic_status(self, "decisions", message, values)
         status = self.envelope.status()
-        safety = DiagnosticStatus(
-            level=bytes([status.level]),
-            name=f"{self.get_name()}: safety",
-            message=status.message,
-            values=[KeyValue(key=key, value=value) for key, value in status.values.items()],
+        safety = diagnostic_status(
+            self, "safety", status.message, status.values, bytes([status.level])
         )
-        message = DiagnosticArray(status=[decisions, safety])
-        message.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(message)
+        publish_diagnostics(self, self.diagnostics_publisher, decisions, safety)
 
     def destroy_node(self) -> None:
         # Leave the arm holding where it is rather than tracking a stale target, unless the

@@ -34,7 +34,7 @@ are cfgrl_ros.control.reset_sequence (no ROS); this node converts messages and c
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -70,7 +70,9 @@ from cfgrl_ros.nodes.node_support import (
     declare,
     declare_setting,
     declare_statistics_window,
+    diagnostic_status,
     now_seconds,
+    publish_diagnostics,
     require_positive,
     run_node,
     write_log,
@@ -288,24 +290,15 @@ class RewardResetNode(Node):
         episodes, recent = sequence.episodes, sequence.recent
         rate = sequence.successes / episodes if episodes else 0.0
         recent_rate = sum(recent) / len(recent) if recent else 0.0
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
-            name=f"{self.get_name()}: episodes",
-            message=sequence.state.value,
-            values=[
-                KeyValue(key=key, value=str(value))
-                for key, value in (
-                    ("episodes", episodes),
-                    ("successes", sequence.successes),
-                    ("success_rate", f"{rate:.3f}"),
-                    (f"success_rate_last_{recent.maxlen}", f"{recent_rate:.3f}"),
-                    ("decisions_this_episode", sequence.decisions),
-                )
-            ],
-        )
-        message = DiagnosticArray(status=[status])
-        message.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(message)
+        values = {
+            "episodes": episodes,
+            "successes": sequence.successes,
+            "success_rate": f"{rate:.3f}",
+            f"success_rate_last_{recent.maxlen}": f"{recent_rate:.3f}",
+            "decisions_this_episode": sequence.decisions,
+        }
+        status = diagnostic_status(self, "episodes", sequence.state.value, values)
+        publish_diagnostics(self, self.diagnostics_publisher, status)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -28,13 +28,12 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Float64, String
 
 from cfgrl_ros.dsrl.agent import DsrlConfig
-from cfgrl_ros.msg_arrays import joint_arrays, pose_arrays
+from cfgrl_ros.msg_arrays import arm_observation, pose_arrays
 from cfgrl_ros.nodes.arm_interface import (
-    ARM_JOINTS,
     CURRENT_POSE_TOPIC,
-    FINGER_JOINTS,
     GRIPPER_COMMAND_TOPIC,
     declare_gripper_midpoint,
+    declare_joint_names,
 )
 from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
 from cfgrl_ros.nodes.node_support import declare, declare_setting, declare_settings, run_node
@@ -62,6 +61,7 @@ class ScriptedOperatorNode(Node):
             "drive every episode from its start (no policy: recording demonstrations)",
         )
         self.gripper_closed_below = declare_gripper_midpoint(self)
+        self.arm_joints, self.finger_joints = declare_joint_names(self)
         twist_topic = declare(self, "twist_topic", "spacenav/twist", "Twist published")
         joy_topic = declare(self, "joy_topic", "spacenav/joy", "Joy published")
 
@@ -118,19 +118,14 @@ class ScriptedOperatorNode(Node):
     def _observation(self) -> dict[str, np.ndarray] | None:
         if any(part not in self.latest for part in OBSERVED):
             return None
-        joint_pos, gripper_width = joint_arrays(
-            self.latest["joint_states"], ARM_JOINTS, FINGER_JOINTS
+        latest = self.latest
+        return arm_observation(
+            latest["joint_states"],
+            latest["current_pose"],
+            self.arm_joints,
+            self.finger_joints,
+            latest["object_pose"],
         )
-        eef_pos, eef_quat = pose_arrays(self.latest["current_pose"])
-        object_pos, object_quat = pose_arrays(self.latest["object_pose"])
-        return {
-            "joint_pos": joint_pos,
-            "gripper_width": gripper_width,
-            "eef_pos": eef_pos,
-            "eef_quat": eef_quat,
-            "object_pos": object_pos,
-            "object_quat": object_quat,
-        }
 
     def _tick(self) -> None:
         obs = self._observation() if self.running else None

@@ -18,18 +18,25 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64, String
 
-from cfgrl_ros.msg_arrays import image_array, joint_arrays, pose_arrays, stamp_seconds
-from cfgrl_ros.nodes.arm_interface import ARM_JOINTS, CURRENT_POSE_TOPIC, FINGER_JOINTS
+from cfgrl_ros.msg_arrays import arm_observation, image_array, stamp_seconds
+from cfgrl_ros.nodes.arm_interface import CURRENT_POSE_TOPIC, IMAGE_TOPICS, declare_joint_names
 from cfgrl_ros.nodes.decision_messages import EPISODE_EVENT_TOPIC, event_qos
-from cfgrl_ros.nodes.node_support import declare, now_seconds, require_positive, run_node
-from cfgrl_ros.nodes.policy_node import IMAGE_TOPICS
+from cfgrl_ros.nodes.node_support import (
+    declare,
+    declare_setting,
+    diagnostic_status,
+    now_seconds,
+    publish_diagnostics,
+    require_positive,
+    run_node,
+)
 from cfgrl_ros.success.detector import SuccessDetector
 from cfgrl_ros.success.training import SuccessTrainConfig
 
@@ -43,21 +50,10 @@ class SuccessDetectorNode(Node):
         if not path:
             raise ValueError("parameter detector is empty: pass a `cfgrl-ros train-success` file")
         self.detector = SuccessDetector.load(path)
-        defaults = SuccessTrainConfig()
-        self.threshold = declare(
-            self,
-            "threshold",
-            defaults.threshold,
-            "score at or above which a frame counts as done",
-            float_range=(0.0, 1.0),
-        )
-        self.hold_ticks = declare(
-            self,
-            "hold_ticks",
-            defaults.hold_ticks,
-            "scores in a row at or above the threshold that detect a success",
-            integer_range=(1, 1000),
-        )
+        # The detection rule `train-success` evaluated the detector with.
+        self.threshold = declare_setting(self, SuccessTrainConfig, "threshold")
+        self.hold_ticks = declare_setting(self, SuccessTrainConfig, "hold_ticks")
+        self.arm_joints, self.finger_joints = declare_joint_names(self)
         rate = declare(self, "rate", 20.0, "scores per second while an episode runs")
         self.max_age = declare(
             self, "max_age", 0.25, "seconds: older frames and states are not scored"
@@ -114,16 +110,12 @@ class SuccessDetectorNode(Node):
                 f"not scoring: nothing recent on {', '.join(silent)}", throttle_duration_sec=5.0
             )
             return None
-        joint_pos, gripper_width = joint_arrays(
-            self.latest["joint_states"], ARM_JOINTS, FINGER_JOINTS
+        observation = arm_observation(
+            self.latest["joint_states"],
+            self.latest["current_pose"],
+            self.arm_joints,
+            self.finger_joints,
         )
-        eef_pos, eef_quat = pose_arrays(self.latest["current_pose"])
-        observation = {
-            "joint_pos": joint_pos,
-            "gripper_width": gripper_width,
-            "eef_pos": eef_pos,
-            "eef_quat": eef_quat,
-        }
         height, width = self.detector.config.observation.image_size
         for key in self.detector.config.observation.image_keys:
             observation[key] = image_array(self.latest[key], (width, height))
@@ -152,15 +144,9 @@ class SuccessDetectorNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values = {**self.counts, "score": f"{self.last_score:.3f}", "episode_running": self.running}
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
-            name=f"{self.get_name()}: success",
-            message=f"{self.counts['detections']} successes detected",
-            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
-        )
-        message = DiagnosticArray(status=[status])
-        message.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(message)
+        message = f"{self.counts['detections']} successes detected"
+        status = diagnostic_status(self, "success", message, values)
+        publish_diagnostics(self, self.diagnostics_publisher, status)
 
 
 def main(args: list[str] | None = None) -> None:

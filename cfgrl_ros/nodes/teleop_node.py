@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -45,7 +45,9 @@ from cfgrl_ros.nodes.decision_messages import (
 from cfgrl_ros.nodes.node_support import (
     declare,
     declare_settings,
+    diagnostic_status,
     now_seconds,
+    publish_diagnostics,
     require_positive,
     run_node,
 )
@@ -178,15 +180,9 @@ class TeleopNode(Node):
             "holding": self.input.holding_reason(now_seconds(self)) or "no",
         }
         level = DiagnosticStatus.WARN if counts["refused"] else DiagnosticStatus.OK
-        status = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: input",
-            message=f"{counts['twists']} twists, {counts['refused']} refused",
-            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
-        )
-        message = DiagnosticArray(status=[status])
-        message.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(message)
+        message = f"{counts['twists']} twists, {counts['refused']} refused"
+        status = diagnostic_status(self, "input", message, values, level)
+        publish_diagnostics(self, self.diagnostics_publisher, status)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ at `threshold` over the labelled frames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +32,7 @@ from cfgrl_ros.settings import setting, setting_problems
 from cfgrl_ros.success.detector import DetectorConfig, SuccessDetector
 
 IGNORED = -1  # a frame label: left out of training and of the per-frame metrics
+OUTCOMES = ("success", "early", "missed", "false success", "failure")  # of an episode
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def train_detector(
     episodes: Sequence[Episode],
     detector_config: DetectorConfig,
     config: SuccessTrainConfig,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """A detector trained on the labelled frames of `episodes`; `progress(step)` after each."""
     check_episodes(episodes, detector_config)
@@ -213,7 +214,7 @@ def evaluate(
                 "scores": scores.round(3).tolist(),
             }
         )
-    counts = {name: sum(r["result"] == name for r in results) for name in _OUTCOMES}
+    counts = {name: sum(r["result"] == name for r in results) for name in OUTCOMES}
     detections = counts["success"] + counts["early"] + counts["false success"]
     successes = sum(episode.success for episode in episodes)
     true_positive, false_positive = confusion[1, 1], confusion[0, 1]
@@ -226,9 +227,6 @@ def evaluate(
         "outcomes": counts,
         "episodes": results,
     }
-
-
-_OUTCOMES = ("success", "early", "missed", "false success", "failure")
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
