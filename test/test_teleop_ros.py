@@ -53,6 +53,7 @@ class SpaceMouse:
     """Publishes a constant twist at 20 Hz while the probe spins, and button presses."""
 
     def __init__(self, probe, linear=(0.0, 0.0, 0.0)) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Twist
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Joy
@@ -64,6 +65,28 @@ class SpaceMouse:
         self.joy_publisher = probe.create_publisher(Joy, "/spacenav/joy", qos_profile_sensor_data)
         self.Joy = Joy
         self.timer = probe.create_timer(0.05, lambda: self.twist_publisher.publish(self.twist))
+        self.teleop_driving: bool | None = None  # as teleop_node's diagnostics last said
+        self.diagnostics = probe.create_subscription(
+            DiagnosticArray, "/diagnostics", self._on_diagnostics, 10
+        )
+
+    def _on_diagnostics(self, message) -> None:
+        for status in message.status:
+            if status.name.startswith("teleop_node"):
+                values = {pair.key: pair.value for pair in status.values}
+                self.teleop_driving = values["operator_driving"] == "True"
+
+    def toggle_takeover(self, recorder: Recorder, driving: bool) -> None:
+        """Press the takeover button until teleop_node says the operator drives (or not):
+        a press is lost while teleop_node has not yet discovered the policy node's service."""
+        for _ in range(5):
+            self.press(TAKEOVER)
+            try:
+                recorder.spin_until(lambda: self.teleop_driving == driving, 4.0, "")
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"teleop_node never reported operator_driving {driving}")
 
     def press(self, button: int) -> None:
         for down in (True, False):
@@ -73,6 +96,7 @@ class SpaceMouse:
 
     def close(self) -> None:
         self.probe.destroy_timer(self.timer)
+        self.probe.destroy_subscription(self.diagnostics)
         self.probe.destroy_publisher(self.twist_publisher)
         self.probe.destroy_publisher(self.joy_publisher)
 
@@ -196,11 +220,11 @@ def test_takeover_mid_episode_marks_the_operators_ticks_and_the_noise_actor_lear
     mark_failure = ros_probe.create_client(Trigger, "/reward_reset_node/mark_failure")
     try:
         recorder.spin_until(lambda: len(recorder.decisions) >= 2, STARTUP, "two decisions")
-        mouse.press(TAKEOVER)
+        mouse.toggle_takeover(recorder, driving=True)
         recorder.spin_until(
             lambda: any(d.operator.all() for d in recorder.decisions), 30, "an operator decision"
         )
-        mouse.press(TAKEOVER)  # hand back
+        mouse.toggle_takeover(recorder, driving=False)  # hand back
         handed_back = len(recorder.decisions)
         recorder.spin_until(
             lambda: any(not d.operator.any() for d in recorder.decisions[handed_back + 1 :]),
