@@ -1,25 +1,31 @@
-"""The ROS 2 node graph of ``dsrl_franka``: one description for both launchers.
+"""The ROS 2 node graphs ``dsrl_franka`` and ``dsrl_fleet``: one description for both launchers.
 
-``launch/dsrl_franka.launch.py`` (``ros2 launch``) and ``cfgrl-ros launch dsrl_franka`` (pip
-mode, no ``launch`` package) both call `describe_graph` with the same launch arguments and start
-exactly the nodes it returns, each with the package's parameter files plus the few parameters
-the arguments set. ROS-free: plain data, no rclpy or launch imports.
+``launch/<graph>.launch.py`` (``ros2 launch``) and ``cfgrl-ros launch <graph>`` (pip mode, no
+``launch`` package) both call the graph's `Graph.describe` with the same launch arguments and
+start exactly the nodes it returns, each with the package's parameter files plus the few
+parameters the arguments set. ``dsrl_fleet`` is N groups of ``dsrl_franka`` in namespaces
+``arm0`` ... and one noise actor serving them all. ROS-free: plain data, no rclpy or launch
+imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cfgrl_ros.paths import config_path
+from cfgrl_ros.settings import ARM_NAMESPACE
 from cfgrl_ros.sim.tasks import TASKS
 from cfgrl_ros.teleop.twist_input import TeleopConfig
 
 GRAPH_NAME = "dsrl_franka"
+FLEET_GRAPH_NAME = "dsrl_fleet"
+MAX_ARMS = 16
+ARM_SEED_STRIDE = 1_000_000  # arm i's simulator starts at seed + i * stride: no shared episodes
 CONFIG_FILE = "dsrl_franka.yaml"
 ARM_CONFIG_FILE = "franka_real.yaml"
 PACKAGE = "cfgrl_ros"
@@ -121,9 +127,44 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "success signal moves to sim/success, unread. Empty: none",
     ),
     LaunchArgument(
+        "noise_actor",
+        "true",
+        "false: start no noise actor; the arm is served by a fleet's (dsrl_fleet "
+        "remote_arms:=<this namespace>) on another computer of the same ROS domain",
+        ("true", "false"),
+    ),
+    LaunchArgument(
+        "keystore",
+        "",
+        "an SROS2 keystore (`ros2 security create_keystore`, one enclave per node named by its "
+        "namespace and name, e.g. /arm0/policy_node): every node runs with DDS Security "
+        "enforced in its enclave. Empty: no security (docs/real_robot.md, several cells)",
+    ),
+    LaunchArgument(
         "namespace",
         "",
         "ROS namespace of every node (and of their relative topic names); empty: none",
+    ),
+)
+
+FLEET_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument(
+        "arms",
+        "2",
+        f"how many arm groups to start (1 to {MAX_ARMS}), in namespaces arm0, arm1, ...: each "
+        "its policy_node, reward_reset_node and (sim:=true) franka_sim_node, seeded apart",
+    ),
+    LaunchArgument(
+        "remote_arms",
+        "",
+        "comma-separated namespaces of more arms that the noise actor serves, whose groups run "
+        "on other computers of the same ROS domain (there: cfgrl-ros launch dsrl_franka "
+        "namespace:=<name> noise_actor:=false)",
+    ),
+    *(
+        argument
+        for argument in LAUNCH_ARGUMENTS
+        if argument.name not in ("namespace", "noise_actor")
     ),
 )
 
@@ -143,6 +184,8 @@ class NodeDescription:
     namespace: str
     parameter_files: tuple[Path, ...]
     parameters: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # on top of node_environment's
+    enclave: str = ""  # SROS2 enclave (launch argument keystore:=); empty: none
 
     @property
     def fully_qualified_name(self) -> str:
@@ -157,6 +200,8 @@ class NodeDescription:
         arguments = ["--ros-args", "-r", f"__node:={self.name}"]
         if self.namespace:
             arguments += ["-r", f"__ns:={self.namespace}"]
+        if self.enclave:
+            arguments += ["--enclave", self.enclave]
         for path in (*self.parameter_files, override_file):
             arguments += ["--params-file", str(path)]
         return arguments
@@ -168,8 +213,28 @@ def node_environment(inherited: Mapping[str, str]) -> dict[str, str]:
     One torch thread per node unless OMP_NUM_THREADS says otherwise: the networks are small,
     and the policy node and the noise actor's learner each taking every core makes decisions
     wait (the latency targets in docs/benchmarks.md are for one thread).
+
+    DDS discovery stays on this computer unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise:
+    LOCALHOST is the narrowest range that still reaches franka_ros2 and the camera drivers on
+    the same PC, and keeps processes on other computers of the domain from steering the arm
+    (docs/benchmarks.md, "Who can reach the arm"). A fleet across computers sets SUBNET or
+    ROS_STATIC_PEERS (docs/real_robot.md).
     """
-    return {"OMP_NUM_THREADS": inherited.get("OMP_NUM_THREADS", "1")}
+    return {
+        "OMP_NUM_THREADS": inherited.get("OMP_NUM_THREADS", "1"),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": inherited.get(
+            "ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"
+        ),
+    }
+
+
+def security_environment(keystore: Path) -> dict[str, str]:
+    """What makes rcl run a node with DDS Security enforced, from `keystore`'s enclaves."""
+    return {
+        "ROS_SECURITY_KEYSTORE": str(keystore),
+        "ROS_SECURITY_ENABLE": "true",
+        "ROS_SECURITY_STRATEGY": "Enforce",
+    }
 
 
 def argument_defaults() -> dict[str, str]:
@@ -251,6 +316,16 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
         parameter_files += (_file(values, "arm_config", ARM_CONFIG_FILE),)
     namespace = values["namespace"].strip().strip("/")
     namespace = f"/{namespace}" if namespace else ""
+    environment: dict[str, str] = {}
+    keystore = values["keystore"].strip()
+    if keystore:
+        keystore_path = Path(keystore).expanduser().resolve()
+        if not (keystore_path / "enclaves").is_dir():
+            raise FileNotFoundError(
+                f"launch argument keystore:={keystore}: {keystore_path} is not an SROS2 keystore "
+                "(no enclaves folder); create one with `ros2 security create_keystore`"
+            )
+        environment = security_environment(keystore_path)
 
     shared: dict[str, Any] = {"checkpoint": str(policy) if policy else ""}
     weight = values["guidance_weight"].strip()
@@ -263,7 +338,10 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
             ) from None
 
     def node(executable: str, parameters: dict[str, Any]) -> NodeDescription:
-        return NodeDescription(executable, executable, namespace, parameter_files, parameters)
+        enclave = f"{namespace}/{executable}" if keystore else ""
+        return NodeDescription(
+            executable, executable, namespace, parameter_files, parameters, environment, enclave
+        )
 
     task = values["task"].strip()
     if task not in TASKS:
@@ -312,7 +390,7 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
     if run_dir:
         actor["run_dir"] = str(Path(run_dir).expanduser().resolve())
     nodes.append(node("policy_node", policy_parameters))
-    if policy is not None:
+    if policy is not None and _flag(values, "noise_actor"):
         nodes.append(node("noise_actor_node", actor))
     nodes.append(node("reward_reset_node", episode_parameters))
     if teleop:
@@ -331,3 +409,85 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
         bag = Path(values["bag"].strip() or "runs/recordings").expanduser().resolve()
         nodes.append(node("bag_recorder_node", {"out": str(bag), "task": task if sim else ""}))
     return nodes
+
+
+def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
+    """The nodes of ``dsrl_fleet``: one noise actor (no namespace) serving `arms` groups of
+    ``dsrl_franka`` in namespaces arm0, arm1, ... and the `remote_arms` started elsewhere.
+
+    Every other argument means what it means for ``dsrl_franka``, for every group. The
+    simulators and policy nodes are seeded `ARM_SEED_STRIDE` apart, a recording goes to one
+    folder per arm under `bag`. Raises ValueError / FileNotFoundError as `describe_graph`.
+    """
+    known = {argument.name: argument.default for argument in FLEET_ARGUMENTS}
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown launch arguments {unknown}; {FLEET_GRAPH_NAME} takes {sorted(known)}"
+        )
+    values = {**known, **{name: str(value) for name, value in arguments.items()}}
+    try:
+        count = int(values["arms"])
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_ARMS:
+        raise ValueError(f"launch argument arms:={values['arms']!r} must be 1 to {MAX_ARMS}")
+    local = [f"arm{index}" for index in range(count)]
+    remote = [name.strip().strip("/") for name in values["remote_arms"].split(",")]
+    remote = [name for name in remote if name]
+    for name in remote:
+        if not ARM_NAMESPACE.fullmatch(name) or name in local or remote.count(name) > 1:
+            raise ValueError(
+                f"launch argument remote_arms: {name!r} is not a namespace of its own (letters, "
+                f"digits, underscores; not one of {local}, named once)"
+            )
+    if not values["policy"].strip():
+        raise ValueError(
+            f"launch argument policy:=PATH is required: every arm of {FLEET_GRAPH_NAME} runs "
+            "that FlowPolicy checkpoint and the noise actor learns for it"
+        )
+    group_values = {name: value for name, value in values.items() if name in argument_defaults()}
+    actor = None
+    nodes = []
+    for index, arm in enumerate(local):
+        group = describe_graph(
+            {**group_values, "namespace": arm, "noise_actor": "true" if index == 0 else "false"}
+        )
+        for node in group:
+            parameters = dict(node.parameters)
+            if node.executable == "noise_actor_node":
+                actor = node
+                continue
+            if node.executable in ("franka_sim_node", "policy_node"):
+                files, namespace = node.parameter_files, node.namespace
+                seed = node_parameter(files, namespace, node.executable, "seed") or 0
+                parameters["seed"] = int(seed) + index * ARM_SEED_STRIDE
+            if node.executable == "bag_recorder_node":
+                parameters["out"] = str(Path(parameters["out"]) / arm)
+            nodes.append(replace(node, parameters=parameters))
+    assert actor is not None  # the first group has it: policy:= is set and noise_actor:=true
+    actor = replace(
+        actor,
+        namespace="",
+        enclave="/noise_actor_node" if actor.enclave else "",
+        parameters={**actor.parameters, "arms": local + remote},
+    )
+    return [actor, *nodes]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A graph both launchers start: its launch arguments and its description."""
+
+    name: str
+    arguments: tuple[LaunchArgument, ...]
+    describe: Callable[[Mapping[str, str]], list[NodeDescription]]
+
+
+GRAPHS = {
+    graph.name: graph
+    for graph in (
+        Graph(GRAPH_NAME, LAUNCH_ARGUMENTS, describe_graph),
+        Graph(FLEET_GRAPH_NAME, FLEET_ARGUMENTS, describe_fleet),
+    )
+}

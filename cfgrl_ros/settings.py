@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -229,6 +230,7 @@ def markdown_table(rows: Iterable[tuple[str, SettingInfo]]) -> str:
 # ------------------------------------------------------------------------ node settings
 
 DEFAULT_RUN_ROOT = "runs/dsrl_franka"
+ARM_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def default_run_dir(checkpoint: str | Path, sha256: str) -> Path:
@@ -274,3 +276,20 @@ class NoiseActorSettings:
     )
     train: bool = setting(True, "false: store transitions but make no updates", live=True)
     deterministic: bool = setting(False, "true: the actor's mean noise (evaluation)", live=True)
+    arms: tuple[str, ...] = setting(
+        ("",),
+        "namespaces of the arms served, relative to the node's: '' is the arm beside it "
+        "(dsrl/* in the node's namespace); a fleet lists one per arm, e.g. [arm0, arm1] for "
+        "arm0/dsrl/*, ... The launch argument arms:= of dsrl_fleet sets it",
+        deployment=True,
+    )
+
+    def __post_init__(self) -> None:
+        for name in self.arms:
+            if name and not ARM_NAMESPACE.fullmatch(name):
+                raise ValueError(
+                    f"arms entry {name!r} is not a relative ROS namespace: letters, digits and "
+                    "underscores, not starting with a digit, parts joined by '/'"
+                )
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"arms {list(self.arms)} names an arm twice")

@@ -1,4 +1,4 @@
-"""launch/dsrl_franka.launch.py describes the same graph as the pip-mode launcher.
+"""launch/<graph>.launch.py describes the same graph as the pip-mode launcher.
 
 Both build their node list from cfgrl_ros.graph. Without the `launch` packages (pip mode) the
 launch file must still import; where launch_ros is installed, its description is resolved and
@@ -18,20 +18,24 @@ import pytest
 import yaml
 
 from cfgrl_ros.cli.main import main
-from cfgrl_ros.graph import LAUNCH_ARGUMENTS, describe_graph, node_environment
+from cfgrl_ros.graph import GRAPHS, describe_graph, node_environment
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILE = ROOT / "launch" / "dsrl_franka.launch.py"
 
 
-def load_launch_file():
-    spec = importlib.util.spec_from_file_location("dsrl_franka_launch", LAUNCH_FILE)
+def launch_file(graph: str) -> Path:
+    return ROOT / "launch" / f"{graph}.launch.py"
+
+
+def load_launch_file(graph: str):
+    spec = importlib.util.spec_from_file_location(f"{graph}_launch", launch_file(graph))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_launch_file_imports_where_launch_is_not_installed():
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_launch_file_imports_where_launch_is_not_installed(graph):
     check = textwrap.dedent(
         """
         import importlib.abc, importlib.util, sys
@@ -52,20 +56,21 @@ def test_launch_file_imports_where_launch_is_not_installed():
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", check, str(LAUNCH_FILE)], capture_output=True, text=True
+        [sys.executable, "-c", check, str(launch_file(graph))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "describing needs launch: launch is not installed" in result.stdout
 
 
 @pytest.mark.parametrize(
-    "arguments",
+    "graph, arguments",
     [
-        {"guidance_weight": "2.0", "use_camera": "true"},
-        {"sim": "false", "namespace": "fr3", "run_dir": "runs/fr3"},
+        ("dsrl_franka", {"guidance_weight": "2.0", "use_camera": "true"}),
+        ("dsrl_franka", {"sim": "false", "namespace": "fr3", "run_dir": "runs/fr3"}),
+        ("dsrl_fleet", {"arms": "2", "remote_arms": "cell2", "task": "pick_place_can"}),
     ],
 )
-def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
+def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, graph, arguments):
     pytest.importorskip("launch_ros")
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -74,10 +79,11 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
     checkpoint.write_bytes(b"not read when describing")
     arguments = {"policy": str(checkpoint), **arguments}
 
-    description = load_launch_file().generate_launch_description()
+    description = load_launch_file(graph).generate_launch_description()
     declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
-    assert [a.name for a in declared] == [a.name for a in LAUNCH_ARGUMENTS]
-    for action, argument in zip(declared, LAUNCH_ARGUMENTS, strict=True):
+    expected_arguments = GRAPHS[graph].arguments
+    assert [a.name for a in declared] == [a.name for a in expected_arguments]
+    for action, argument in zip(declared, expected_arguments, strict=True):
         assert action.description.startswith(argument.description)  # + the choices
         default = "".join(s.perform(LaunchContext()) for s in action.default_value)
         assert default == argument.default
@@ -88,7 +94,7 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
         action.visit(context)  # fills in the defaults of the arguments not given
     (start_nodes,) = [e for e in description.entities if isinstance(e, OpaqueFunction)]
     launched = start_nodes.execute(context)
-    expected = describe_graph(arguments)
+    expected = GRAPHS[graph].describe(arguments)
     assert len(launched) == len(expected)
     for node, description_node in zip(launched, expected, strict=True):
         node._perform_substitutions(context)
@@ -104,7 +110,7 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, arguments):
             "".join(s.perform(context) for s in key): "".join(s.perform(context) for s in value)
             for key, value in node.process_description.additional_env
         }
-        assert environment == node_environment(os.environ)
+        assert environment == {**node_environment(os.environ), **description_node.environment}
 
 
 @pytest.mark.parametrize(

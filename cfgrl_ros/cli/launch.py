@@ -1,8 +1,9 @@
 """Start the ROS 2 node graph as processes (pip mode, where `ros2 launch` is absent).
 
     cfgrl-ros launch dsrl_franka policy:=runs/policy.pt [sim:=true] [guidance_weight:=1.5] ...
+    cfgrl-ros launch dsrl_fleet policy:=runs/policy.pt arms:=2 ...
 
-Starts the nodes of launch/dsrl_franka.launch.py, with the same parameters (both read
+Starts the nodes of launch/<graph>.launch.py, with the same parameters (both read
 cfgrl_ros.graph), as child processes. Their output is interleaved, each line prefixed with the
 node's name. Ctrl-C (SIGINT) or SIGTERM stops every node cleanly (SIGINT, then SIGTERM and
 SIGKILL for a node that does not exit in time); a node that exits by itself is reported and the
@@ -23,13 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from cfgrl_ros.graph import (
-    GRAPH_NAME,
-    LAUNCH_ARGUMENTS,
-    NodeDescription,
-    describe_graph,
-    node_environment,
-)
+from cfgrl_ros.graph import GRAPHS, Graph, NodeDescription, node_environment
 
 SIGINT_GRACE = 10.0  # seconds a node gets to shut down after SIGINT before SIGTERM
 SIGTERM_GRACE = 5.0  # ... and after SIGTERM before SIGKILL
@@ -42,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.parse_args = parser.parse_intermixed_args
     parser.add_argument(
         "graph",
-        help=f"the graph to start: {GRAPH_NAME} (or {GRAPH_NAME}.launch.py)",
+        help=f"the graph to start: {' or '.join(GRAPHS)} (or <graph>.launch.py)",
     )
     parser.add_argument(
         "arguments",
@@ -51,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="launch arguments, as for `ros2 launch`; see --show-args",
     )
     parser.add_argument(
-        "--show-args", action="store_true", help="list the launch arguments and exit"
+        "--show-args", action="store_true", help="list the graph's launch arguments and exit"
     )
     parser.add_argument(
         "--print",
@@ -82,18 +77,23 @@ def node_command(node: NodeDescription, override_file: Path) -> list[str]:
 
 
 def write_overrides(nodes: Sequence[NodeDescription], folder: Path) -> dict[str, Path]:
-    """Write each node's launch-argument parameters to `folder`; node name -> file."""
+    """Write each node's launch-argument parameters to `folder`; fully qualified name -> file."""
     files = {}
     for node in nodes:
-        path = folder / f"{node.name}.yaml"
+        path = folder / f"{node.fully_qualified_name.strip('/').replace('/', '.')}.yaml"
         path.write_text(node.override_yaml())
-        files[node.name] = path
+        files[node.fully_qualified_name] = path
     return files
 
 
-def _show_arguments() -> None:
-    print(f"Arguments of {GRAPH_NAME} (pass arguments as '<name>:=<value>'):\n")
-    for argument in LAUNCH_ARGUMENTS:
+def _label(node: NodeDescription) -> str:
+    """How output lines name a node: arm0/policy_node, or policy_node without a namespace."""
+    return node.fully_qualified_name.lstrip("/")
+
+
+def _show_arguments(graph: Graph) -> None:
+    print(f"Arguments of {graph.name} (pass arguments as '<name>:=<value>'):\n")
+    for argument in graph.arguments:
         choices = f" (one of {', '.join(argument.choices)})" if argument.choices else ""
         print(f"    '{argument.name}':\n        {argument.description}{choices}")
         print(f"        (default: '{argument.default}')\n")
@@ -164,7 +164,7 @@ def launch(nodes: Sequence[NodeDescription], until: Callable[[], bool] | None = 
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     environment = {**os.environ, **node_environment(os.environ), "PYTHONUNBUFFERED": "1"}
-    processes: dict[str, subprocess.Popen] = {}
+    processes: dict[str, subprocess.Popen] = {}  # by label
     exits: dict[str, int] = {}
     folder = tempfile.TemporaryDirectory(prefix="cfgrl_ros_launch_")
     override_files = write_overrides(nodes, Path(folder.name))
@@ -173,15 +173,16 @@ def launch(nodes: Sequence[NodeDescription], until: Callable[[], bool] | None = 
             # A session of its own: a terminal's Ctrl-C reaches the launcher only, which then
             # stops the nodes in order instead of every process getting it at once.
             process = subprocess.Popen(
-                node_command(node, override_files[node.name]),
+                node_command(node, override_files[node.fully_qualified_name]),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=environment,
+                env={**environment, **node.environment},
                 start_new_session=True,
             )
-            processes[node.name] = process
-            printer.say(f"[launch] started {node.name} (pid {process.pid})")
-            printer.follow(node.name, process.stdout)
+            label = _label(node)
+            processes[label] = process
+            printer.say(f"[launch] started {label} (pid {process.pid})")
+            printer.follow(label, process.stdout)
         while not stop.is_set() and len(exits) < len(processes):
             for name, process in processes.items():
                 code = process.poll()
@@ -212,21 +213,24 @@ def launch(nodes: Sequence[NodeDescription], until: Callable[[], bool] | None = 
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.show_args:
-        _show_arguments()
-        return 0
-    graph = args.graph.removesuffix(".launch.py")
-    if graph != GRAPH_NAME:
-        print(f"error: unknown graph {args.graph!r}; the package has {GRAPH_NAME}", file=sys.stderr)
+    graph = GRAPHS.get(args.graph.removesuffix(".launch.py"))
+    if graph is None:
+        print(
+            f"error: unknown graph {args.graph!r}; the package has {' and '.join(GRAPHS)}",
+            file=sys.stderr,
+        )
         return 2
+    if args.show_args:
+        _show_arguments(graph)
+        return 0
     try:
-        nodes = describe_graph(parse_launch_arguments(args.arguments))
+        nodes = graph.describe(parse_launch_arguments(args.arguments))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.print:
         for node in nodes:
-            print(" ".join(node_command(node, Path(f"<{node.name} overrides>"))))
+            print(" ".join(node_command(node, Path(f"<{_label(node)} overrides>"))))
             print(f"    overrides: {node.parameters}")
         return 0
     return launch(nodes)

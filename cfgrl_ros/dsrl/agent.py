@@ -7,13 +7,15 @@ itself with its replay buffer so that a restarted run resumes where it stopped. 
 SB3 algorithm (`DsrlSac` or `DsrlNa`); `make_algorithm(..., env=noise_env)` gives the same
 algorithm for SB3's own `learn()` on a `NoiseSpaceEnv`.
 
-Thread safety: a node may call `noise()` from one callback while `train()` runs in another;
-every method takes the agent's lock, and `train()` releases it between gradient updates, so a
-decision waits for at most one update.
+Thread safety: a node may call `noise()` from one thread while `train()` or `save()` runs in
+another. `noise()` acts with a copy of the actor that `train()` refreshes when its updates are
+done, so a decision never waits for training or checkpointing (the noise actor of a fleet
+answers every arm while it learns); every other method takes the agent's lock.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -29,6 +31,7 @@ from zipfile import BadZipFile
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from gymnasium.wrappers import TransformReward
 from stable_baselines3.common.logger import Logger
@@ -37,7 +40,7 @@ from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.dsrl.dsrl_na import DsrlNa
 from cfgrl_ros.dsrl.dsrl_sac import DsrlSac
 from cfgrl_ros.dsrl.noise_space import NOISE_MODES, FrozenPolicy, NoiseSpace, NoiseSpaceEnv
-from cfgrl_ros.dsrl.replay import DecisionReplayBuffer, episode_transitions
+from cfgrl_ros.dsrl.replay import SOURCE_KEY, DecisionReplayBuffer, episode_transitions
 from cfgrl_ros.policy.checkpoint import resolve_device
 from cfgrl_ros.settings import setting, setting_problems
 
@@ -302,7 +305,7 @@ class NoiseAgent:
     Counters: `transitions` (online decisions added), `offline_transitions` (from recorded
     episodes), `operator_transitions` (online decisions the operator drove at least one tick
     of: stored by DSRL-NA, left out by DSRL-SAC), `episodes` (online episodes ended), `updates`
-    (gradient updates done).
+    (gradient updates done). `replay_sources()` counts the stored rows by source (arm).
     """
 
     def __init__(
@@ -324,6 +327,9 @@ class NoiseAgent:
         self.episodes = 0
         self.metadata: dict[str, Any] = {}  # run state restored by load()
         self._lock = threading.RLock()
+        # What noise() acts with: the actor as of the end of the last train().
+        self._acting_actor = copy.deepcopy(model.actor).eval()
+        self._acting_lock = threading.Lock()
 
     # ------------------------------------------------------------------ state
 
@@ -350,6 +356,12 @@ class NoiseAgent:
         assert isinstance(self.model.replay_buffer, DecisionReplayBuffer)
         return len(self.model.replay_buffer)
 
+    def replay_sources(self) -> dict[str, int]:
+        """Stored rows by source: arm name ("" for a single arm) or "offline"."""
+        assert isinstance(self.model.replay_buffer, DecisionReplayBuffer)
+        with self._lock:
+            return self.model.replay_buffer.source_counts()
+
     def counters(self) -> dict[str, int]:
         return {
             "transitions": self.transitions,
@@ -365,15 +377,17 @@ class NoiseAgent:
         """The start noise w0 (H, A) for a decision at `features` (the policy's encode output).
 
         During the prefill (and unless deterministic) this is base-policy noise N(0, I) clipped
-        to +-magnitude; afterwards a sample of the noise actor, or its mean when deterministic.
+        to +-magnitude; afterwards a sample of the noise actor, or its mean when deterministic
+        (SB3's `predict`, on the copy of the actor that the last `train()` left).
         """
         features = self._check_features(features, "features")
-        with self._lock:
-            if not deterministic and not self.learning_started:
-                action = self.model.base_actions(1)[0]
-            else:
-                action, _ = self.model.predict(features[None], deterministic=deterministic)
-                action = action[0]
+        if not deterministic and not self.learning_started:
+            action = self.model.base_actions(1)[0]  # torch's global generator: thread-safe
+        else:
+            observation = torch.as_tensor(features[None], device=self.model.device)
+            with self._acting_lock, torch.no_grad():
+                squashed = self._acting_actor(observation, deterministic=deterministic)
+            action = self.model.policy.unscale_action(squashed.cpu().numpy())[0]
         return self.noise_space.noise_from_action(action)
 
     # ------------------------------------------------------------------ learning
@@ -388,6 +402,7 @@ class NoiseAgent:
         terminated: bool,
         truncated: bool = False,
         operator_ticks: int = 0,
+        source: str = "",
     ) -> bool:
         """Record one executed decision; returns whether it was stored.
 
@@ -400,6 +415,7 @@ class NoiseAgent:
         critic Q^A learns from interventions and passes them to the noise actor through
         distillation. DSRL-SAC stores the noise (clipped to +-magnitude, the range it can act
         in), which did not produce an operator's rows: it leaves those decisions out.
+        source: the arm that made the decision (tags its replay row; see `replay_sources`).
         """
         features = self._check_features(features, "features")
         next_features = self._check_features(next_features, "next_features")
@@ -423,7 +439,7 @@ class NoiseAgent:
             action = chunk[: self.config.exec_horizon].reshape(-1)
         with self._lock:
             if stored:
-                self._add(features, action, reward, next_features, terminated, truncated)
+                self._add(features, action, reward, next_features, terminated, truncated, source)
                 self.transitions += 1
                 self.model.num_timesteps += 1
             self.operator_transitions += int(operator_ticks > 0)
@@ -448,6 +464,7 @@ class NoiseAgent:
                     batch.next_features[index],
                     bool(batch.terminated[index]),
                     truncated=False,
+                    source="offline",
                 )
             self.offline_transitions += len(batch)
         return len(batch)
@@ -460,6 +477,7 @@ class NoiseAgent:
         next_features: np.ndarray,
         terminated: bool,
         truncated: bool,
+        source: str,
     ) -> None:
         assert self.model.replay_buffer is not None
         self.model.replay_buffer.add(
@@ -468,7 +486,7 @@ class NoiseAgent:
             action[None],
             np.array([reward], dtype=np.float32),
             np.array([terminated or truncated]),
-            [{"TimeLimit.truncated": truncated and not terminated}],
+            [{"TimeLimit.truncated": truncated and not terminated, SOURCE_KEY: source}],
         )
 
     def train(self, updates: int) -> dict[str, float]:
@@ -487,6 +505,11 @@ class NoiseAgent:
                 name = key.removeprefix("train/")
                 if name not in ("n_updates", "learning_rate"):
                     values.setdefault(name, []).append(float(value))
+        if updates:
+            with self._lock:
+                weights = self.model.actor.state_dict()
+                with self._acting_lock:
+                    self._acting_actor.load_state_dict(weights)
         return {name: float(np.mean(series)) for name, series in values.items()}
 
     def set_guidance_weight(self, guidance_weight: float) -> None:

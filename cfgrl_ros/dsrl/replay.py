@@ -19,15 +19,54 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from cfgrl_ros.data.episode import Episode, action_chunks
 from cfgrl_ros.dsrl.noise_space import FrozenPolicy
 
-_STORAGE = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+_STORAGE = (
+    "observations",
+    "next_observations",
+    "actions",
+    "rewards",
+    "dones",
+    "timeouts",
+    "sources",
+)
+SOURCE_KEY = "source"  # the key of a transition's info that names where it came from
 
 
 class DecisionReplayBuffer(ReplayBuffer):
-    """SB3's ReplayBuffer whose pickle holds only the filled rows.
+    """SB3's ReplayBuffer whose pickle holds only the filled rows, and that tags each row with
+    its source (the arm of a fleet that made it, or "offline").
 
     SB3 preallocates `buffer_size` rows and pickles all of them; a checkpoint of a buffer with
     200k rows and 50 transitions would be mostly zeros. Loading pads back to full capacity.
+    The source comes in the transition's info (`SOURCE_KEY`), so SB3's own `add` signature and
+    callers stay as they are; a buffer pickled before sources existed reads as source "".
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sources = np.zeros(self.buffer_size, dtype=np.int32)  # index into source_names
+        self.source_names: list[str] = [""]
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        name = str(infos[0].get(SOURCE_KEY, "")) if infos else ""
+        if name not in self.source_names:
+            self.source_names.append(name)
+        self.sources[self.pos] = self.source_names.index(name)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def source_counts(self) -> dict[str, int]:
+        """How many stored transitions (rows now in the buffer) came from each source."""
+        counts = np.bincount(self.sources[: len(self)], minlength=len(self.source_names))
+        return {
+            name: int(count) for name, count in zip(self.source_names, counts, strict=True) if count
+        }
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -38,6 +77,10 @@ class DecisionReplayBuffer(ReplayBuffer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         capacity = state["buffer_size"]
+        if "sources" not in state:  # pickled before rows had sources
+            filled = capacity if state["full"] else state["pos"]
+            state["sources"] = np.zeros(filled, dtype=np.int32)
+            state["source_names"] = [""]
         for name in _STORAGE:
             stored = state[name]
             if len(stored) < capacity:

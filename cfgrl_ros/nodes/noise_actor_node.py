@@ -12,32 +12,40 @@ DSRL-NA as the chunks executed and left out by DSRL-SAC: NoiseAgent.add_transiti
 - ``train_schedule: between_episodes`` (default): after each episode, in the node's thread,
   so the first decision of the next episode waits for the training (the arm is at rest then);
 - ``train_schedule: learner_thread``: continuously in a thread of its own; the actor answers
-  in between updates (the agent is locked per update, so weights are always in sync).
+  with the weights of the last finished round of `LEARNER_BATCH` updates.
 
-After every episode it checkpoints the agent with its replay buffer (atomically) under
-``run_dir`` (by default one folder per policy file, see cfgrl_ros.settings.NoiseActorSettings)
-and the stamp of the last stored record; a restarted node loads them and receives the records
-it missed from the policy node's durable record history, dropping those already stored. It
-resumes only a run of the same policy file (by its sha256) and agent settings, and otherwise
-refuses to start, naming each difference. Parameters ``train`` (false: store transitions, no
-updates) and ``deterministic`` (true: the actor's mean, for evaluation) can be changed while it
-runs. Episodes, success rate, transitions and updates are published on ``/diagnostics``.
+A fleet: with ``arms: [arm0, arm1, ...]`` one actor serves several arms, each on the topics
+of its namespace (``arm0/dsrl/noise_request``, ...), and learns from all their records in one
+replay buffer whose rows are tagged by arm (cfgrl_ros.nodes.arm_records follows each arm's
+stream). Requests are then answered in a thread of their own, from the copy of the actor that
+the last training round left (NoiseAgent.noise), so no arm waits for another's training or
+checkpoint; an arm that goes silent costs the others nothing.
+
+After every episode it checkpoints the agent with its replay buffer and each arm's state (the
+stamp of its last stored record, its success counts) atomically under ``run_dir`` (by default
+one folder per policy file, see cfgrl_ros.settings.NoiseActorSettings); a restarted node loads
+them and receives the records it missed from each policy node's durable record history,
+dropping those already stored. It resumes only a run of the same policy file (by its sha256)
+and agent settings, and otherwise refuses to start, naming each difference. Parameters
+``train`` (false: store transitions, no updates) and ``deterministic`` (true: the actor's mean,
+for evaluation) can be changed while it runs. Episodes, success rates (overall and per arm),
+transitions and updates are published on ``/diagnostics``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections import deque
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -49,12 +57,11 @@ from cfgrl_ros.dsrl.agent import (
     file_sha256,
     setting_differences,
 )
+from cfgrl_ros.nodes.arm_records import ArmRecords
 from cfgrl_ros.nodes.decision_messages import (
     DECISION_TOPIC,
     NOISE_REQUEST_TOPIC,
     NOISE_TOPIC,
-    DecisionRecord,
-    EpisodeEnd,
     exchange_qos,
     noise_message,
     noise_request_features,
@@ -72,8 +79,7 @@ from cfgrl_ros.nodes.node_support import (
 from cfgrl_ros.policy import FlowPolicy
 from cfgrl_ros.settings import NoiseActorSettings, default_run_dir, settings_of
 
-RUN_STATE = "run_state.json"  # the last stored record's stamp, next to the agent checkpoint
-SUCCESS_REWARD = 1.0
+LEGACY_RUN_STATE = "run_state.json"  # where runs saved before fleets kept the arm's state
 LEARNER_BATCH = 8  # updates per learner-thread step: it re-checks its budget this often
 # What the user sets each compared setting of a run with.
 AGENT_EXCLUDED = ("exec_horizon",)  # declared without the agent. prefix: the policy node's too
@@ -96,20 +102,18 @@ def resume_differences(
     )
 
 
-def read_run_state(run_dir: Path) -> dict[str, Any]:
-    """The run state saved with the newest agent checkpoint ({} for a fresh run)."""
-    path = run_dir / RUN_STATE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_run_state(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write the run state atomically (temporary file, fsync, rename)."""
-    temporary = run_dir / f".{RUN_STATE}.{os.getpid()}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, run_dir / RUN_STATE)
+def saved_arm_states(agent: NoiseAgent, run_dir: Path) -> tuple[dict[str, Any], bool]:
+    """Each arm's state as the agent's checkpoint keeps it ({} for a fresh run), and whether
+    the single arm must skip an episode: a run saved before fleets kept its arm's state in
+    run_state.json, written after the agent, so the agent may hold one episode more."""
+    if "arms" in agent.metadata:
+        return dict(agent.metadata["arms"]), False
+    path = run_dir / LEGACY_RUN_STATE
+    if not agent.transitions or not path.is_file():
+        return {}, False
+    legacy = json.loads(path.read_text())
+    state = {**legacy, "episodes": agent.episodes, "transitions": agent.transitions}
+    return {"": state}, agent.transitions > int(legacy.get("transitions", 0))
 
 
 class NoiseActorNode(Node):
@@ -141,30 +145,39 @@ class NoiseActorNode(Node):
         )
         self.run_settings = {POLICY_HASH: policy_sha256}
         self.agent = self._load_or_create_agent(config, settings.guidance_weight)
-        run_state = read_run_state(self.run_dir) if self.agent.transitions else {}
-        self.last_stamp = int(run_state.get("last_record_stamp", 0))
-        # The agent checkpoint is written before the run state; if the process died between
-        # the two, the agent already holds one more episode: skip its records when replayed.
-        self._skip_episode = self.agent.transitions > int(run_state.get("transitions", 0))
-        self.successes = int(run_state.get("successes", 0))
-        self.recent: deque[bool] = deque(
-            run_state.get("recent", []), maxlen=settings.statistics_window
-        )
-        self.answers = 0
-        self.fallbacks = 0
-        self.rejected_records = 0
-        self.missing_records = 0
+        saved, skip_episode = saved_arm_states(self.agent, self.run_dir)
+        self.arms = {
+            name: ArmRecords(
+                name, self.agent, settings.statistics_window, saved.get(name), skip_episode
+            )
+            for name in settings.arms
+        }
+        self._absent_arms = {name: state for name, state in saved.items() if name not in self.arms}
         self.last_metrics: dict[str, float] = {}
-        self._pending: DecisionRecord | None = None  # a decision waiting for its successor
         self._budget = 0  # updates owed (utd per stored decision) and not yet done
         self._budget_lock = threading.Lock()
 
-        self.noise_publisher = self.create_publisher(JointTrajectory, NOISE_TOPIC, exchange_qos())
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, NOISE_REQUEST_TOPIC, self._on_request, exchange_qos())
-        self.create_subscription(
-            JointState, DECISION_TOPIC, self._on_record, record_qos(settings.record_history)
-        )
+        # One arm: requests wait behind records and training, as `train_schedule` says. Several:
+        # requests have a thread of their own (run_node's executor), so none waits for another
+        # arm's episode end.
+        requests = MutuallyExclusiveCallbackGroup() if len(self.arms) > 1 else None
+        for name, arm in self.arms.items():
+            prefix = f"{name}/" if name else ""
+            publisher = self.create_publisher(JointTrajectory, prefix + NOISE_TOPIC, exchange_qos())
+            self.create_subscription(
+                JointState,
+                prefix + NOISE_REQUEST_TOPIC,
+                partial(self._on_request, arm, publisher),
+                exchange_qos(),
+                callback_group=requests,
+            )
+            self.create_subscription(
+                JointState,
+                prefix + DECISION_TOPIC,
+                partial(self._on_record, arm),
+                record_qos(settings.record_history),
+            )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
@@ -173,8 +186,9 @@ class NoiseActorNode(Node):
             self._learner = threading.Thread(target=self._learn_continuously, daemon=True)
             self._learner.start()
         counters = self.agent.counters()
+        served = f"arms {sorted(self.arms)}, " if len(self.arms) > 1 else ""
         self.get_logger().info(
-            f"{self.agent.config.algo} on {self.policy.device}, {self.schedule}; "
+            f"{self.agent.config.algo} on {self.policy.device}, {self.schedule}; {served}"
             f"{counters['episodes']} episodes, {counters['transitions']} transitions, "
             f"{counters['updates']} updates so far; run folder {self.run_dir.resolve()}"
         )
@@ -223,120 +237,58 @@ class NoiseActorNode(Node):
         return SetParametersResult(successful=True)
 
     # -------------------------------------------------------------------------------- noise
-    def _on_request(self, message: JointState) -> None:
+    def _on_request(self, arm: ArmRecords, publisher: Publisher, message: JointState) -> None:
         try:
             guidance_weight, features = noise_request_features(message, self.policy.feature_dim)
         except ValueError as error:
-            self.get_logger().error(str(error), throttle_duration_sec=10.0)
+            self.get_logger().error(f"{arm.label}{error}", throttle_duration_sec=10.0)
             return
         if guidance_weight != self.agent.guidance_weight:
+            # One agent decodes at one weight: arms of a fleet that ask for different weights
+            # make it re-distill at every switch.
             self.get_logger().info(
-                f"guidance weight {self.agent.guidance_weight} -> {guidance_weight}"
+                f"{arm.label}guidance weight {self.agent.guidance_weight} -> {guidance_weight}"
             )
             self.agent.set_guidance_weight(guidance_weight)
         try:
             noise = self.agent.noise(features, deterministic=self.deterministic)
         except ValueError as error:  # e.g. NaN features: no answer, the policy falls back
             self.get_logger().error(
-                f"no noise for this request: {error}", throttle_duration_sec=10.0
+                f"{arm.label}no noise for this request: {error}", throttle_duration_sec=10.0
             )
             return
-        self.noise_publisher.publish(
+        publisher.publish(
             noise_message(stamp_to_ns(message.header.stamp), noise, self.control_period)
         )
-        self.answers += 1
+        arm.answers += 1
 
     # ------------------------------------------------------------------------------ records
-    def _on_record(self, message: JointState) -> None:
+    def _on_record(self, arm: ArmRecords, message: JointState) -> None:
         horizon = self.policy.noise_shape[0]
         try:
             record = parse_record(message, self.policy.feature_dim, horizon)
         except ValueError as error:
-            self.rejected_records += 1
-            self.get_logger().error(str(error), throttle_duration_sec=10.0)
+            self.get_logger().error(arm.reject(str(error)), throttle_duration_sec=10.0)
             return
-        if record.stamp_ns <= self.last_stamp:
-            return  # stored before a restart; the durable history delivered it again
-        self.last_stamp = record.stamp_ns
-        if self._skip_episode:
-            self._skip_episode = not isinstance(record, EpisodeEnd)
+        received = arm.receive(record)
+        for error in received.errors:
+            self.get_logger().error(error, throttle_duration_sec=10.0)
+        if received.stored and self.agent.learning_started:
+            with self._budget_lock:
+                self._budget += received.stored * self.agent.config.utd
+        if received.ended is None:
             return
-        if isinstance(record, DecisionRecord):
-            self._on_decision(record)
-        else:
-            self._on_episode_end(record)
-
-    def _on_decision(self, record: DecisionRecord) -> None:
-        if record.exec_horizon != self.agent.config.exec_horizon:
-            self.rejected_records += 1
-            self.get_logger().error(
-                f"the policy node executes {record.exec_horizon} actions per decision but the "
-                f"agent was set up for {self.agent.config.exec_horizon}: set the same "
-                "exec_horizon for both nodes",
-                throttle_duration_sec=10.0,
-            )
-            return
-        if not record.noise_from_actor and not record.operator_ticks:
-            self.fallbacks += 1
-        expected = 0 if self._pending is None else self._pending.decision_index + 1
-        if record.decision_index not in (0, expected):
-            self.missing_records += record.decision_index - expected
-            self.get_logger().error(
-                f"decision records {expected}..{record.decision_index - 1} of this episode "
-                "never arrived (the policy node's record_history was too short for the "
-                "time this node was away); they are lost"
-            )
-        if self._pending is not None:
-            self._store(self._pending, record.features, reward=0.0, success=False, end=False)
-        self._pending = record
-
-    def _on_episode_end(self, end: EpisodeEnd) -> None:
-        if self._pending is not None:
-            reward = SUCCESS_REWARD if end.success else 0.0
-            self._store(self._pending, end.features, reward, success=end.success, end=True)
-            self._pending = None
-        else:
-            self.agent.end_episode()
-        self.successes += int(end.success)
-        self.recent.append(end.success)
-        counters = self.agent.counters()
         if self.schedule == "between_episodes":
             self._train(self._take_budget())
         self._save()
+        end = received.ended
+        counters = self.agent.counters()
         self.get_logger().info(
-            f"episode {counters['episodes']}: {'success' if end.success else 'failure'} after "
-            f"{end.decisions} decisions; success rate {self.successes}/{counters['episodes']}; "
+            f"{arm.label}episode {arm.episodes}: {'success' if end.success else 'failure'} "
+            f"after {end.decisions} decisions; success rate {arm.successes}/{arm.episodes}; "
             f"{counters['transitions']} transitions, {self.agent.updates} updates"
         )
         self._publish_diagnostics()
-
-    def _store(
-        self,
-        record: DecisionRecord,
-        next_features: np.ndarray,
-        reward: float,
-        success: bool,
-        end: bool,
-    ) -> None:
-        # Success terminates; any other end (timeout, operator) truncates: bootstrap from it.
-        try:
-            stored = self.agent.add_transition(
-                record.features,
-                record.noise,
-                record.chunk,
-                reward,
-                next_features,
-                terminated=success,
-                truncated=end and not success,
-                operator_ticks=record.operator_ticks,
-            )
-        except ValueError as error:  # NaN in a record: the decision cannot be learned from
-            self.rejected_records += 1
-            self.get_logger().error(f"decision not stored: {error}", throttle_duration_sec=10.0)
-            return
-        if stored and self.agent.learning_started:
-            with self._budget_lock:
-                self._budget += self.agent.config.utd
 
     # ----------------------------------------------------------------------------- learning
     def _take_budget(self, at_most: int | None = None) -> int:
@@ -358,27 +310,25 @@ class NoiseActorNode(Node):
                 self._stop.wait(0.05)
 
     def _save(self) -> None:
-        self.agent.save(self.run_dir / "agent", {"run": self.run_settings})
-        write_run_state(
-            self.run_dir,
-            {
-                "last_record_stamp": self.last_stamp,
-                "transitions": self.agent.transitions,
-                "successes": self.successes,
-                "recent": list(self.recent),
-            },
-        )
+        arms = {**self._absent_arms, **{name: arm.state() for name, arm in self.arms.items()}}
+        self.agent.save(self.run_dir / "agent", {"run": self.run_settings, "arms": arms})
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
         counters = self.agent.counters()
         episodes = counters["episodes"]
+        arms = list(self.arms.values())
+        successes = sum(arm.successes for arm in arms) + sum(
+            int(state.get("successes", 0)) for state in self._absent_arms.values()
+        )
+        recent = [success for arm in arms for success in arm.recent]
+        window = arms[0].recent.maxlen
         values = {
             "episodes": episodes,
-            "successes": self.successes,
-            "success_rate": f"{self.successes / episodes:.3f}" if episodes else "0.000",
-            f"success_rate_last_{self.recent.maxlen}": (
-                f"{sum(self.recent) / len(self.recent):.3f}" if self.recent else "0.000"
+            "successes": successes,
+            "success_rate": f"{successes / episodes:.3f}" if episodes else "0.000",
+            f"success_rate_last_{window}": (
+                f"{sum(recent) / len(recent):.3f}" if recent else "0.000"
             ),
             "transitions": counters["transitions"],
             "operator_transitions": counters["operator_transitions"],
@@ -389,19 +339,27 @@ class NoiseActorNode(Node):
             "train": self.train_enabled,
             "deterministic": self.deterministic,
             "guidance_weight": self.agent.guidance_weight,
-            "noise_answers": self.answers,
-            "fallback_decisions": self.fallbacks,
-            "rejected_records": self.rejected_records,
-            "missing_records": self.missing_records,
+            "noise_answers": sum(arm.answers for arm in arms),
+            "fallback_decisions": sum(arm.fallbacks for arm in arms),
+            "rejected_records": sum(arm.rejected for arm in arms),
+            "missing_records": sum(arm.missing for arm in arms),
             **{f"train/{key}": f"{value:.4g}" for key, value in self.last_metrics.items()},
         }
-        level = DiagnosticStatus.WARN if self.missing_records else DiagnosticStatus.OK
+        missing = values["missing_records"]
+        level = DiagnosticStatus.WARN if missing else DiagnosticStatus.OK
         message = (
             f"{episodes} episodes, {counters['transitions']} transitions, "
             f"{counters['updates']} updates"
         )
-        status = diagnostic_status(self, "learner", message, values, level)
-        publish_diagnostics(self, self.diagnostics_publisher, status)
+        statuses = [diagnostic_status(self, "learner", message, values, level)]
+        if len(arms) > 1:  # the fleet: each arm's own figures, with its rows in the replay
+            rows = self.agent.replay_sources()
+            for arm in arms:
+                figures = {**arm.statistics(), "replay_rows": rows.get(arm.name, 0)}
+                level = DiagnosticStatus.WARN if arm.missing else DiagnosticStatus.OK
+                text = f"{arm.episodes} episodes, {arm.successes} successes"
+                statuses.append(diagnostic_status(self, f"arm {arm.name}", text, figures, level))
+        publish_diagnostics(self, self.diagnostics_publisher, *statuses)
 
     def destroy_node(self) -> None:
         self._stop.set()
@@ -411,7 +369,8 @@ class NoiseActorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(NoiseActorNode, "noise_actor_node", args)
+    # A second thread answers a fleet's requests while records and training hold the first.
+    run_node(NoiseActorNode, "noise_actor_node", args, threads=2)
 
 
 if __name__ == "__main__":
