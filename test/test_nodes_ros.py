@@ -93,9 +93,10 @@ def tiny_checkpoint(
 
 
 class Recorder:
-    """What the probe hears of the graph: decision records, episode events, rewards."""
+    """What the probe hears of the graph (of the arm in `namespace`): decision records, episode
+    events, rewards."""
 
-    def __init__(self, probe) -> None:
+    def __init__(self, probe, namespace: str = "") -> None:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64, String
 
@@ -105,15 +106,19 @@ class Recorder:
         self.events: list[str] = []
         self.rewards: list[float] = []
         self.policy: FlowPolicy | None = None
+        prefix = f"{namespace}/" if namespace else ""
         self.subscriptions = [
             probe.create_subscription(
-                JointState, contract.DECISION_TOPIC, self._record, contract.record_qos(10_000)
+                JointState,
+                prefix + contract.DECISION_TOPIC,
+                self._record,
+                contract.record_qos(10_000),
             ),
             probe.create_subscription(
-                String, contract.EPISODE_EVENT_TOPIC, self._event, contract.event_qos(100)
+                String, prefix + contract.EPISODE_EVENT_TOPIC, self._event, contract.event_qos(100)
             ),
             probe.create_subscription(
-                Float64, contract.REWARD_TOPIC, lambda m: self.rewards.append(m.data), 10
+                Float64, prefix + contract.REWARD_TOPIC, lambda m: self.rewards.append(m.data), 10
             ),
         ]
 
@@ -149,18 +154,23 @@ def recorder(ros_probe, checkpoint):
     recorder.close()
 
 
-def agent_counters(run_dir: Path) -> dict[str, int]:
-    """The counters of the newest noise agent checkpoint in run_dir ({} before the first)."""
+def agent_state(run_dir: Path) -> dict:
+    """agent.json of the newest noise agent checkpoint in run_dir ({} before the first)."""
     latest = run_dir / "agent" / "latest.json"
     for _ in range(10):  # the actor may replace the checkpoint between the two reads
         if not latest.is_file():
             return {}
         folder = run_dir / "agent" / json.loads(latest.read_text())["checkpoint"]
         try:
-            return json.loads((folder / "agent.json").read_text())["counters"]
+            return json.loads((folder / "agent.json").read_text())
         except FileNotFoundError:
             time.sleep(0.05)
     raise RuntimeError(f"cannot read the noise agent checkpoint in {run_dir}")
+
+
+def agent_counters(run_dir: Path) -> dict[str, int]:
+    """The counters of the newest noise agent checkpoint in run_dir ({} before the first)."""
+    return agent_state(run_dir).get("counters", {})
 
 
 def cli(*arguments: str) -> subprocess.CompletedProcess:
@@ -195,9 +205,9 @@ def small_graph_settings(tmp_path: Path, **episode_settings) -> dict:
 
 
 def launch_graph(
-    tmp_path: Path, settings: dict, log_path: Path, *arguments: str
+    tmp_path: Path, settings: dict, log_path: Path, *arguments: str, graph: str = "dsrl_franka"
 ) -> subprocess.Popen:
-    """`cfgrl-ros launch dsrl_franka ARGUMENTS` with `settings` as its config, output to
+    """`cfgrl-ros launch GRAPH ARGUMENTS` with `settings` as its config, output to
     `log_path`."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(settings))
@@ -208,7 +218,7 @@ def launch_graph(
                 "-m",
                 "cfgrl_ros.cli.main",
                 "launch",
-                "dsrl_franka",
+                graph,
                 *arguments,
                 f"config:={config}",
             ],

@@ -1,0 +1,102 @@
+"""dsrl_fleet as real processes over DDS: two simulated arms, one noise actor learning from both,
+and an arm lost mid-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+from test_nodes_ros import (
+    STARTUP,
+    Recorder,
+    agent_state,
+    launch_graph,
+    small_graph_settings,
+    tiny_checkpoint,
+)
+
+from cfgrl_ros.dsrl import NoiseAgent
+from cfgrl_ros.policy import FlowPolicy
+
+pytestmark = [pytest.mark.ros, pytest.mark.sim]
+
+ARMS = ("arm0", "arm1")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("policy") / "policy.pt")
+
+
+def test_two_arms_train_one_actor_and_losing_one_leaves_the_other_learning(
+    tmp_path, checkpoint, ros_probe
+):
+    """Both arms complete episodes; the actor's replay holds each arm's decisions, tagged by
+    arm, exactly as many as each arm executed; killing arm1's nodes leaves arm0 learning."""
+    settings = small_graph_settings(tmp_path, max_decisions=3)
+    run_dir = tmp_path / "run"
+    policy = FlowPolicy.load(checkpoint, "cpu")
+    recorders = {arm: Recorder(ros_probe, arm) for arm in ARMS}
+    for recorder in recorders.values():
+        recorder.policy = policy
+    arm0 = recorders["arm0"]
+    log_path = tmp_path / "launch.log"
+    launcher = launch_graph(
+        tmp_path, settings, log_path, f"policy:={checkpoint}", "arms:=2", graph="dsrl_fleet"
+    )
+
+    def checkpointed(arm: str) -> dict:
+        return agent_state(run_dir).get("metadata", {}).get("arms", {}).get(arm, {})
+
+    try:
+        for arm, recorder in recorders.items():
+            recorder.spin_until(
+                lambda arm=arm: checkpointed(arm).get("episodes", 0) >= 2,
+                STARTUP + 60,
+                f"two checkpointed episodes of {arm}",
+            )
+        pids = re.findall(r"\[launch\] started arm1/\w+ \(pid (\d+)\)", log_path.read_text())
+        assert len(pids) == 3, log_path.read_text()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        at_kill = agent_state(run_dir)
+        arm1_at_kill = checkpointed("arm1")
+        arm0.spin_until(
+            lambda: (
+                checkpointed("arm0")["episodes"]
+                >= at_kill["metadata"]["arms"]["arm0"]["episodes"] + 2
+                and agent_state(run_dir)["counters"]["updates"] > at_kill["counters"]["updates"]
+            ),
+            STARTUP,
+            "arm0 learning on after arm1 was killed",
+        )
+        state = agent_state(run_dir)  # one checkpoint, read once: the counts below agree
+        for arm, recorder in recorders.items():
+            episodes = state["metadata"]["arms"][arm]["episodes"]
+            recorder.spin_until(lambda r=recorder, e=episodes: len(r.ends) >= e, 30, "the ends")
+    finally:
+        for recorder in recorders.values():
+            recorder.close()
+        launcher.send_signal(signal.SIGINT)
+        launcher.wait(60)
+    log = log_path.read_text()
+
+    arms = state["metadata"]["arms"]
+    assert arms["arm1"] == arm1_at_kill  # nothing of arm1 after it was killed ...
+    assert arms["arm0"]["episodes"] > arm1_at_kill["episodes"]  # ... while arm0 went on
+    executed = {
+        arm: sum(end.decisions for end in recorders[arm].ends[: arms[arm]["episodes"]])
+        for arm in ARMS
+    }
+    assert {arm: arms[arm]["transitions"] for arm in ARMS} == executed
+    assert state["counters"]["transitions"] == sum(executed.values())
+    assert state["counters"]["episodes"] == sum(arms[arm]["episodes"] for arm in ARMS)
+    agent = NoiseAgent.load(run_dir / "agent", policy, "cpu")
+    assert agent.replay_sources() == executed
+
+    for node in ("policy_node", "franka_sim_node", "reward_reset_node"):
+        assert f"[launch] arm1/{node} died (killed by SIGKILL)" in log
+        assert f"[launch] arm0/{node} stopped (exit code 0)" in log
+    assert "[launch] noise_actor_node stopped (exit code 0)" in log
