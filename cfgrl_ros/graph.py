@@ -25,6 +25,9 @@ from cfgrl_ros.teleop.twist_input import TeleopConfig
 GRAPH_NAME = "dsrl_franka"
 FLEET_GRAPH_NAME = "dsrl_fleet"
 MAX_ARMS = 16
+DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+FAST_DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+LOOPBACK_PROFILE = "fastdds_localhost.xml"
 ARM_SEED_STRIDE = 1_000_000  # arm i's simulator starts at seed + i * stride: no shared episodes
 CONFIG_FILE = "dsrl_franka.yaml"
 ARM_CONFIG_FILE = "franka_real.yaml"
@@ -214,18 +217,23 @@ def node_environment(inherited: Mapping[str, str]) -> dict[str, str]:
     and the policy node and the noise actor's learner each taking every core makes decisions
     wait (the latency targets in docs/benchmarks.md are for one thread).
 
-    DDS discovery stays on this computer unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise:
-    LOCALHOST is the narrowest range that still reaches franka_ros2 and the camera drivers on
-    the same PC, and keeps processes on other computers of the domain from steering the arm
-    (docs/benchmarks.md, "Who can reach the arm"). A fleet across computers sets SUBNET or
-    ROS_STATIC_PEERS (docs/real_robot.md).
+    DDS stays on this computer unless the environment chooses otherwise: discovery range
+    LOCALHOST, and (unless a Fast DDS profile is set) config/fastdds_localhost.xml, whose
+    transports listen on the loopback interface only. That is the narrowest setting that
+    still reaches franka_ros2 and the camera drivers on the same PC; LOCALHOST alone still
+    lets in a process on another computer that names this one in ROS_STATIC_PEERS, the
+    profile does not (docs/benchmarks.md, "Who can reach the arm"). A fleet across computers
+    exports ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET or ROS_STATIC_PEERS (docs/real_robot.md).
     """
-    return {
+    discovery = inherited.get(DISCOVERY_RANGE, "LOCALHOST")
+    environment = {
         "OMP_NUM_THREADS": inherited.get("OMP_NUM_THREADS", "1"),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": inherited.get(
-            "ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"
-        ),
+        DISCOVERY_RANGE: discovery,
     }
+    profile_chosen = any(name in inherited for name in FAST_DDS_PROFILE_VARIABLES)
+    if discovery == "LOCALHOST" and not profile_chosen:
+        environment[FAST_DDS_PROFILE_VARIABLES[0]] = str(config_path(LOOPBACK_PROFILE))
+    return environment
 
 
 def security_environment(keystore: Path) -> dict[str, str]:

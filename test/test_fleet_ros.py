@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 from test_nodes_ros import (
@@ -100,3 +102,46 @@ def test_two_arms_train_one_actor_and_losing_one_leaves_the_other_learning(
         assert f"[launch] arm1/{node} died (killed by SIGKILL)" in log
         assert f"[launch] arm0/{node} stopped (exit code 0)" in log
     assert "[launch] noise_actor_node stopped (exit code 0)" in log
+
+
+def test_a_keystore_reaches_every_node_as_its_enclave(tmp_path, checkpoint):
+    """keystore:= gives each node its enclave and enforces DDS Security. The Fast DDS of the
+    PyPI wheels has no security plugins, so each node stops right there, naming that: rcl
+    found its enclave (a missing one fails earlier, naming the folder)."""
+    keystore = tmp_path / "keystore"
+    nodes = ("franka_sim_node", "policy_node", "noise_actor_node", "reward_reset_node")
+    for node in nodes[:-1]:  # the last one's enclave is missing
+        enclave = keystore / "enclaves" / node
+        enclave.mkdir(parents=True)
+        for name in ("identity_ca.cert.pem", "cert.pem", "key.pem", "permissions_ca.cert.pem"):
+            (enclave / name).write_text("not a certificate")
+        for name in ("governance.p7s", "permissions.p7s"):
+            (enclave / name).write_text("not signed")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cfgrl_ros.cli.main",
+            "launch",
+            "dsrl_franka",
+            f"policy:={checkpoint}",
+            f"keystore:={keystore}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+    )
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    for node in nodes[:-1]:
+        assert any(
+            line.startswith(f"[{node}]") and "doesn't have the security libraries" in line
+            for line in lines
+        ), result.stdout
+    assert any(
+        line.startswith("[reward_reset_node]")
+        and f"{keystore / 'enclaves' / 'reward_reset_node'}' does not exist" in line
+        for line in lines
+    ), result.stdout
+    for node in nodes:
+        assert f"[launch] {node} died" in result.stdout
