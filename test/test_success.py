@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cfgrl_ros.cli.main import main
+from cfgrl_ros.data.bag_reader import read_bags
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.observation import IMAGE_KEYS, PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.success.detector import DetectorConfig, SuccessDetector
@@ -59,6 +60,23 @@ def test_labels_leave_out_the_frames_just_before_success():
     assert not frame_labels(toy_episode(rng, False, length=10), config).any()
     assert first_detection(np.array([0.9, 0.2, 0.6, 0.7, 0.8, 0.9]), 0.5, 3) == 4
     assert first_detection(np.array([0.9, 0.9, 0.2]), 0.5, 3) is None
+
+
+def test_an_episode_that_says_when_its_task_was_done_is_labelled_and_judged_from_there(tmp_path):
+    config = SuccessTrainConfig(positive_ticks=3, ignore_ticks=2, threshold=0.5, hold_ticks=1)
+    episode = toy_episode(np.random.default_rng(0), True, length=10)
+    episode.metadata["success_tick"] = 4  # the action of row 4 completed the task
+    assert frame_labels(episode, config).tolist() == [0, 0, 0, IGNORED, IGNORED] + [1] * 5
+
+    class Scores:  # a detector that fires from a given frame on
+        def __init__(self, fires_at: int) -> None:
+            self.fires_at = fires_at
+
+        def scores(self, observations):
+            return (np.arange(len(observations["eef_pos"])) >= self.fires_at).astype(float)
+
+    assert evaluate(Scores(5), [episode], config)["episodes"][0]["result"] == "success"
+    assert evaluate(Scores(4), [episode], config)["episodes"][0]["result"] == "early"
 
 
 def test_held_out_episodes_have_the_same_share_of_successes():
@@ -115,7 +133,16 @@ def test_bad_training_data_is_refused_with_the_reason(tmp_path):
 def test_train_success_on_a_recorded_bag(tmp_path, capsys):
     bag = tmp_path / "cameras"
     collect = ["collect", "--episodes", "4", "--noise", "0.2", "--seed", "3", "--horizon", "60"]
-    assert main([*collect, "--camera", "--image-size", "32", "--out", str(bag)]) == 0
+    delay = ["--success-delay", "6"]  # the success is marked 6 ticks after the task was done
+    assert main([*collect, *delay, "--camera", "--image-size", "32", "--out", str(bag)]) == 0
+    episodes = read_bags([bag], observation=ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, SIZE))
+    for episode in episodes:
+        if episode.success:
+            assert episode.metadata["success_tick"] == len(episode) - 7
+            held = episode.observations["eef_pos"][-6:]  # the arm holds still meanwhile
+            assert np.abs(held - held[0]).max() < 0.01
+        else:
+            assert "success_tick" not in episode.metadata
     out = tmp_path / "detector.pt"
     flags = ["--image-size", "32", "--steps", "20", "--holdout", "0.5", "--no-progress"]
     code = main(["train-success", "--bag", str(bag), "--out", str(out), *flags, "--json"])

@@ -63,6 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--horizon", type=int, default=None, help="control ticks per episode (default: task's)"
     )
+    parser.add_argument(
+        "--success-delay",
+        type=integer_at_least(0),
+        default=0,
+        metavar="TICKS",
+        help="after a success the arm holds still this many ticks before the success is "
+        "marked, as an operator marks it after the fact: frames of the done task for "
+        "`train-success` (the success Bool is recorded at the tick the task was done)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         with writer, tqdm(total=args.episodes, unit="episode", desc=args.task) as progress:
             for index in range(args.episodes):
-                episode = expert_episode(env, expert, args.seed + index)
+                episode = expert_episode(env, expert, args.seed + index, args.success_delay)
                 writer.write(episode)
                 successes += episode.success
                 progress.update()

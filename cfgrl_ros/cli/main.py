@@ -22,7 +22,8 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "roll out a policy in the simulator at several guidance weights",
     "adapt": "online DSRL adaptation of a frozen policy in the simulator, without ROS",
     "synthesize": "policy-guided diffusion: synthetic trajectories from bags, written as a bag",
-    "launch": "start the ROS 2 node graph as processes (pip mode, where `ros2 launch` is absent)",
+    "launch": "start a ROS 2 node graph (dsrl_franka, dsrl_fleet) as processes (pip mode, where "
+    "`ros2 launch` is absent)",
     "param": "get or set a parameter of a running node (like `ros2 param get|set`)",
     "bench": "run a benchmark (decision latency, simulator speed, bag reading)",
     "demo": "the whole pipeline in simulation: record, pretrain, evaluate, adapt online, report",

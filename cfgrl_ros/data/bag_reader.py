@@ -599,14 +599,36 @@ class _BagEpisodes:
         rewards = np.zeros(len(actions), dtype=np.float32)
         if window.success:
             rewards[-1] = 1.0
+        metadata = {"bag": str(self.path), "index": index, "start_time_ns": int(ticks[first])}
+        done_tick = self._success_tick(window, ticks[keep], streams.get("success"))
+        if done_tick is not None:
+            metadata["success_tick"] = done_tick
         return Episode(
             observations=observations,
             actions=actions,
             rewards=rewards,
             success=window.success,
             synthetic=synthetic,
-            metadata={"bag": str(self.path), "index": index, "start_time_ns": int(ticks[first])},
+            metadata=metadata,
         )
+
+    def _success_tick(
+        self, window: _Window, ticks: np.ndarray, success: _Stream | None
+    ) -> int | None:
+        """The row whose action completed the task, when a success Bool says so before the
+        episode's end (an operator marked the success later, or a recording holds on after
+        it); None when it says so only at the end, or not at all."""
+        if not window.success or success is None:
+            return None
+        hits = success.times[
+            np.asarray(success.values, dtype=bool)
+            & (success.times >= window.start)
+            & (success.times <= window.end)
+        ]
+        if not len(hits):
+            return None
+        done = int(np.searchsorted(ticks, hits[0]))  # the first row observed after it
+        return done - 1 if 0 < done < len(ticks) else None
 
     def _topic(self, key: str) -> str:
         return getattr(self.topics, key)

@@ -5,7 +5,8 @@ and camera images where the topic map names them) at the tick time, then, a tent
 later (a policy answers its observation after a few milliseconds), the commanded target pose
 and gripper opening computed from the episode's normalised action by the same
 `ArmCommandAdapter` the arm uses. Episodes are framed by /episode_event markers ("start" at
-the first tick, "success"/"failure" one period after the last) and a /success Bool at the end,
+the first tick, "success"/"failure" one period after the last) and a /success Bool when the
+task was done (at the end, unless the episode's metadata names an earlier `success_tick`),
 and separated by twice the topic map's episode gap. Messages are serialised with the
 `rosbags` CDR serialiser (no rclpy).
 
@@ -305,8 +306,10 @@ class EpisodeBagWriter:
         if topics.episode_event:
             outcome = "success" if episode.success else "failure"
             self._write(topics.episode_event, end_ns, _String(data=outcome))
-        if topics.success:
-            self._write(topics.success, end_ns, _Bool(data=bool(episode.success)))
+        if topics.success:  # when the task was done: at the end, or where the metadata says
+            done_tick = episode.metadata.get("success_tick")
+            done_ns = end_ns if done_tick is None else start_ns + (done_tick + 1) * self.period_ns
+            self._write(topics.success, done_ns, _Bool(data=bool(episode.success)))
         gap_ns = round(2 * topics.episode_gap * 1e9)
         self.next_start_ns = end_ns + max(gap_ns, self.period_ns)
         self.episodes_written += 1

@@ -1,16 +1,18 @@
 """Train and evaluate a success detector on labelled episodes (recorded bags).
 
-Frame labels. An episode ends at its outcome: a successful one at the tick its task was done,
-so its last frames show the done task and its earlier ones do not. The last
-`positive_ticks` frames of a successful episode are positive; the `ignore_ticks` frames before
-them are left out (the object is almost there: a label either way would be noise); its earlier
+Frame labels. An episode ends at its outcome: a successful one at (or, when an operator marks
+it after the fact, some ticks after) the tick its task was done. Where the episode knows that
+tick (`metadata["success_tick"]`: the recording's success Bool came before its end, e.g.
+`collect --success-delay`), every frame after it shows the done task and is positive;
+otherwise the last `positive_ticks` frames are. The `ignore_ticks` frames before the positives
+are left out (the object is almost there: a label either way would be noise); the earlier
 frames and every frame of a failed episode are negative. Batches draw positives and negatives
 half and half: positives are a few percent of the frames.
 
 Evaluation on held-out episodes, as the detector node uses it: an episode is detected as a
 success at the first tick from which the score has stayed at or above `threshold` for
 `hold_ticks` ticks. Per episode the result is "success" (a successful episode detected within
-its last positive_ticks frames, where the task is done), "early" (detected before that: live,
+its positive frames, where the task is done), "early" (detected before them: live,
 the episode would have ended before the task was done, a false success), "missed" (a successful
 episode not detected by its last frame), "false success" (a failed episode detected) or
 "failure" (a failed episode not detected). Episode precision = success / (success + early +
@@ -40,7 +42,10 @@ class SuccessTrainConfig:
     """Labels, training and the detection rule."""
 
     positive_ticks: int = setting(
-        5, "last frames of a successful episode labelled positive", minimum=1
+        5,
+        "last frames of a successful episode labelled positive, where it does not say when "
+        "its task was done (else every frame after that is)",
+        minimum=1,
     )
     ignore_ticks: int = setting(
         15, "frames before those that are left out (neither positive nor negative)", minimum=0
@@ -65,13 +70,20 @@ class SuccessTrainConfig:
 
 def frame_labels(episode: Episode, config: SuccessTrainConfig) -> np.ndarray:
     """1 (done), 0 (not done) or IGNORED per frame of `episode` (the module docstring)."""
-    length = len(episode)
-    labels = np.zeros(length, dtype=np.int64)
+    labels = np.zeros(len(episode), dtype=np.int64)
     if episode.success:
-        positive_from = max(length - config.positive_ticks, 0)
+        positive_from = first_done_frame(episode, config)
         labels[max(positive_from - config.ignore_ticks, 0) : positive_from] = IGNORED
         labels[positive_from:] = 1
     return labels
+
+
+def first_done_frame(episode: Episode, config: SuccessTrainConfig) -> int:
+    """The first frame of a successful episode that counts as done (the module docstring)."""
+    done_tick = episode.metadata.get("success_tick")
+    if done_tick is not None and 0 <= done_tick < len(episode) - 1:
+        return int(done_tick) + 1
+    return max(len(episode) - config.positive_ticks, 0)
 
 
 def split_episodes(
@@ -202,7 +214,7 @@ def evaluate(
             if detected is None:
                 outcome = "missed"
             else:
-                outcome = "success" if detected >= len(episode) - config.positive_ticks else "early"
+                outcome = "success" if detected >= first_done_frame(episode, config) else "early"
         else:
             outcome = "failure" if detected is None else "false success"
         results.append(
