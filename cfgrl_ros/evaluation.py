@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfgrl_ros.dsrl.noise_space import NoiseSpaceEnv
-from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE
+from cfgrl_ros.observation import DEFAULT_IMAGE_SIZE, ObservationSpec
 from cfgrl_ros.policy.flow_policy import FlowPolicy
 from cfgrl_ros.sim.env import FrankaSimEnv
 
@@ -74,20 +74,43 @@ def policy_task(policy: FlowPolicy, task: str | None) -> str:
     return policy.config.task
 
 
-def make_env(policy: FlowPolicy, task: str, horizon: int | None = None) -> FrankaSimEnv:
+def make_env(
+    policy: FlowPolicy,
+    task: str,
+    horizon: int | None = None,
+    also: ObservationSpec | None = None,
+) -> FrankaSimEnv:
     """A simulator of `task` with the cameras the policy sees, rendered at its image size.
 
-    Raises ValueError when the policy was trained on another task's demonstrations.
+    also: what another reader of the same observations (a success detector) needs: its cameras
+    are rendered too, at the same size (the simulator renders one).
+    Raises ValueError when the policy was trained on another task's demonstrations, or when
+    the two readers want images of different sizes.
     """
     check_task(policy, task)
-    keys = policy.config.observation.image_keys
-    size = policy.config.observation.image_size
-    if keys and (size is None or size[0] != size[1]):
+    readers = [("the policy", policy.config.observation)]
+    if also is not None:
+        readers.append(("the success detector", also))
+    keys: tuple[str, ...] = ()
+    sizes = {}
+    for name, spec in readers:
+        if not spec.image_keys:
+            continue
+        size = spec.image_size
+        if size is None or size[0] != size[1]:
+            raise ValueError(
+                f"{name}'s images are {size} (height, width); the simulator renders square "
+                f"images, so use {name.removeprefix('the ')} trained on square images"
+            )
+        keys += tuple(key for key in spec.image_keys if key not in keys)
+        sizes[name] = size[0]
+    if len(set(sizes.values())) > 1:
         raise ValueError(
-            f"the policy's images are {size} (height, width); the simulator renders square "
-            "images, so evaluate it with a policy trained on square images"
+            "the simulator renders one image size, but "
+            + " and ".join(f"{name} reads {side} px" for name, side in sizes.items())
+            + ": train them at one size"
         )
-    side = size[0] if keys else DEFAULT_IMAGE_SIZE
+    side = next(iter(sizes.values())) if sizes else DEFAULT_IMAGE_SIZE
     return FrankaSimEnv(task, cameras=keys, image_size=side, horizon=horizon)
 
 

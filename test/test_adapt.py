@@ -11,11 +11,13 @@ from cfgrl_ros.cli.main import main
 from cfgrl_ros.data.bag_writer import EpisodeBagWriter
 from cfgrl_ros.data.topic_map import load_topic_map
 from cfgrl_ros.dsrl import NoiseAgent
+from cfgrl_ros.observation import IMAGE_KEYS, PROPRIOCEPTION, ObservationSpec
 from cfgrl_ros.policy.flow_policy import FlowPolicy, PolicyConfig
 from cfgrl_ros.sim.env import FrankaSimEnv
 from cfgrl_ros.sim.expert import ScriptedExpert
 from cfgrl_ros.sim.rollout import expert_episodes
 from cfgrl_ros.sim.tasks import task_adapter_config
+from cfgrl_ros.success.detector import DetectorConfig, SuccessDetector
 
 pytestmark = pytest.mark.sim
 
@@ -281,3 +283,56 @@ def test_adapt_with_the_scripted_operator_counts_its_interventions(tiny_policy, 
     assert summary["counters"]["operator_transitions"] > 0
     code, _, err = adapt(capsys, tiny_policy, out, "--algo", "dsrl_na", "--episodes", "3")
     assert code == 1 and "--operator: run has 'scripted', command gives None" in err
+
+
+@pytest.fixture(scope="module")
+def untrained_detector(tmp_path_factory):
+    """A success detector of both cameras at 32 px whose scores are near 0.5: thresholds 0
+    and 1 make it fire at once or never."""
+    path = tmp_path_factory.mktemp("detector") / "detector.pt"
+    config = DetectorConfig(
+        observation=ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, (32, 32)),
+        image_channels=4,
+        image_feature_dim=8,
+        state_hidden_dims=(16,),
+        state_feature_dim=8,
+        hidden_dims=(16,),
+        task="lift",
+    )
+    SuccessDetector(config).save(path)
+    return path
+
+
+def test_adapt_with_a_success_detector_ends_episodes_by_its_verdicts(
+    tiny_policy, untrained_detector, tmp_path, capsys
+):
+    """The detector, not the simulator, ends the training episodes; the summary sets its
+    verdicts beside the ground truth, and a resumed run must keep its rule."""
+    out = tmp_path / "fires_at_once"
+    detector = ("--success-detector", str(untrained_detector), "--episodes", "2")
+    code, result, err = adapt(capsys, tiny_policy, out, *detector, "--detector-threshold", "0")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episode_ticks"] == [3, 3]  # hold_ticks 3 scores >= 0: detected at tick 3
+    assert result["success_curve"] == [0, 0]  # the task was not done by then
+    verdicts = result["success_detector"]
+    assert verdicts["detected_curve"] == [1, 1]
+    assert verdicts["verdicts"]["false success"] == 2 == verdicts["wrong"]
+    code, _, err = adapt(capsys, tiny_policy, out, *detector, "--detector-threshold", "1")
+    assert code == 1 and "--detector-threshold: run has 0.0, command gives 1.0" in err
+
+    out = tmp_path / "never_fires"
+    code, result, err = adapt(capsys, tiny_policy, out, *detector, "--detector-threshold", "1")
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["episode_ticks"] == [HORIZON] * 2
+    assert result["success_detector"]["detected_curve"] == [0, 0]
+
+
+def test_adapt_refuses_a_detector_of_another_task(tiny_policy, tmp_path, capsys):
+    path = tmp_path / "can_detector.pt"
+    config = DetectorConfig(
+        observation=ObservationSpec(PROPRIOCEPTION, IMAGE_KEYS, (32, 32)), task="pick_place_can"
+    )
+    SuccessDetector(config).save(path)
+    code, _, err = adapt(capsys, tiny_policy, tmp_path / "run", "--success-detector", str(path))
+    assert code == 1 and "was trained on 'pick_place_can' episodes; this run is 'lift'" in err

@@ -13,6 +13,12 @@ arm; the agent learns from what it drove (DSRL-NA; DSRL-SAC leaves those decisio
 summary then counts the interventions of every episode; the final evaluation runs without the
 operator.
 
+With --success-detector a learned success detector (`cfgrl-ros train-success`) ends the
+training episodes instead of the simulator's own success signal, as success_detector_node does
+in the graph: the agent learns from the detector's verdicts. The summary then holds the true
+success of every training episode next to what the detector said, and counts each kind of
+mistake; the final evaluation counts true successes.
+
 The agent's defaults are the settings of the DSRL benchmark in docs/benchmarks.md (8 actions
 per decision, UTD 10, 256x256, ...): `--policy P --w 2 --eval-episodes 50 --out O` runs one
 of its rows (seed 0).
@@ -58,6 +64,7 @@ AGENT_FLAGS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cfgrl_ros.dsrl.agent import DsrlConfig
     from cfgrl_ros.sim.scripted_operator import OperatorConfig
+    from cfgrl_ros.success.training import SuccessTrainConfig
 
     parser.add_argument("--policy", required=True, help="policy checkpoint (cfgrl-ros pretrain)")
     parser.add_argument(
@@ -119,6 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, flag in OPERATOR_FLAGS.items():
         add_setting_flag(parser, OperatorConfig, name, flag)
+    parser.add_argument(
+        "--success-detector",
+        type=Path,
+        help="a success detector (cfgrl-ros train-success) that ends the training episodes in "
+        "place of the simulator's success signal; the simulator renders its cameras",
+    )
+    for name, flag in DETECTOR_FLAGS.items():
+        add_setting_flag(parser, SuccessTrainConfig, name, flag)
     parser.add_argument("--horizon", type=int, help="control ticks per episode (default: task's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (agent and policy)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -141,6 +156,10 @@ OPERATOR_FLAGS = {
 }
 
 
+# SuccessTrainConfig setting -> its flag (the detection rule, with --success-detector).
+DETECTOR_FLAGS = {"threshold": "--detector-threshold", "hold_ticks": "--detector-hold"}
+
+
 # The flag that sets each compared setting (the others are not flags of this command).
 FLAGS = {
     "policy_sha256": "--policy",
@@ -153,8 +172,10 @@ FLAGS = {
     "offline_updates": "--offline-updates",
     "seed": "--seed",
     "operator": "--operator",
+    "success_detector_sha256": "--success-detector",
     **AGENT_FLAGS,
     **OPERATOR_FLAGS,
+    **DETECTOR_FLAGS,
 }
 
 
@@ -176,8 +197,18 @@ def _run_settings(args: argparse.Namespace) -> dict:
         "topic": list(args.topic),
         "synthetic_ratio": args.synthetic_ratio,
         "offline_updates": args.offline_updates if offline else None,
-        # Only with an operator, so that runs from before --operator resume.
+        # Only with an operator or a detector, so that runs from before them resume.
         **(_operator_settings(args) if args.operator != "none" else {}),
+        **(_detector_settings(args) if args.success_detector else {}),
+    }
+
+
+def _detector_settings(args: argparse.Namespace) -> dict:
+    from cfgrl_ros.dsrl.agent import file_sha256
+
+    return {
+        "success_detector_sha256": file_sha256(args.success_detector),
+        **{name: getattr(args, name) for name in DETECTOR_FLAGS},
     }
 
 
@@ -218,11 +249,21 @@ def run(args: argparse.Namespace) -> int:
     from cfgrl_ros.evaluation import make_env, policy_task
     from cfgrl_ros.policy.flow_policy import FlowPolicy
     from cfgrl_ros.sim.scripted_operator import OperatorConfig, ScriptedOperator
+    from cfgrl_ros.success.detected_env import DetectedSuccessEnv
+    from cfgrl_ros.success.detector import SuccessDetector
 
+    detector = None
     try:
         topic_map = load_topic_map(args.topics, parse_overrides(args.topic))
         policy = FlowPolicy.load(args.policy, device=args.device)
         args.task = policy_task(policy, args.task)
+        if args.success_detector:
+            detector = SuccessDetector.load(args.success_detector)
+            if detector.config.task and detector.config.task != args.task:
+                raise ValueError(
+                    f"--success-detector {args.success_detector} was trained on "
+                    f"{detector.config.task!r} episodes; this run is {args.task!r}"
+                )
         config = _config(args)
         config.noise_space(policy)  # checks exec_horizon against the policy's chunks
     except (FileNotFoundError, ValueError) as error:
@@ -264,16 +305,22 @@ def run(args: argparse.Namespace) -> int:
         agent.save(agent_dir, {"run": settings, **progress.metadata()})
 
     try:
-        sim = make_env(policy, args.task, args.horizon)
+        also = detector.config.observation if detector is not None else None
+        sim = make_env(policy, args.task, args.horizon, also=also)
     except ValueError as error:
         return _fail(str(error))
-    env = make_noise_env(sim, policy, args.w, agent.config)
+    detected = None
+    if detector is not None:
+        detected = DetectedSuccessEnv(sim, detector, args.threshold, args.hold_ticks)
+    env = make_noise_env(detected or sim, policy, args.w, agent.config)
     try:
         if args.operator == "scripted":
             config = OperatorConfig(**{name: getattr(args, name) for name in OPERATOR_FLAGS})
             env.operator = ScriptedOperator(sim.task, sim.goal_pos, config)
-        _train(agent, env, args, settings, progress)
+        _train(agent, env, sim, args, settings, progress)
         env.operator = None  # the final evaluation: the policy and its noise actor alone
+        if detected is not None:
+            detected.detecting = False  # ... judged by the simulator's ground truth
         final_success = _evaluate(agent, env, args)
     except KeyboardInterrupt:
         print(
@@ -306,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
         "config": agent.config.to_dict(),
         "counters": agent.counters(),
     }
+    if detector is not None:
+        summary["success_detector"] = _detector_summary(args, progress)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     curve = progress.success_curve
     _plot(curve, final_success, args.out / "learning_curve.png", agent.config.algo)
@@ -328,6 +377,7 @@ def run(args: argparse.Namespace) -> int:
                         "eval_episodes",
                         "train_seconds",
                         "interventions",
+                        *(["success_detector"] if detector is not None else []),
                     )
                 }
             )
@@ -360,7 +410,8 @@ def _learn_offline(agent, policy, topic_map, args: argparse.Namespace) -> str | 
 class _Progress:
     """What the online episodes so far did; kept in every checkpoint so a resumed run goes on."""
 
-    success_curve: list[bool] = field(default_factory=list)
+    success_curve: list[bool] = field(default_factory=list)  # the simulator's ground truth
+    detected_curve: list[bool] = field(default_factory=list)  # with a detector: its verdicts
     train_seconds: float = 0.0  # wall clock of the online episodes, simulation included
     learner_seconds: float = 0.0  # of which the agent's updates
     episode_ticks: list[int] = field(default_factory=list)
@@ -371,6 +422,7 @@ class _Progress:
     def from_metadata(cls, metadata: dict) -> _Progress:
         return cls(
             success_curve=[bool(s) for s in metadata.get("success_curve", [])],
+            detected_curve=[bool(s) for s in metadata.get("detected_curve", [])],
             train_seconds=float(metadata.get("train_seconds", 0.0)),
             learner_seconds=float(metadata.get("learner_seconds", 0.0)),
             episode_ticks=[int(t) for t in metadata.get("episode_ticks", [])],
@@ -382,7 +434,7 @@ class _Progress:
         return dataclasses.asdict(self)
 
 
-def _train(agent, env, args: argparse.Namespace, settings: dict, progress: _Progress) -> None:
+def _train(agent, env, sim, args: argparse.Namespace, settings: dict, progress: _Progress) -> None:
     from tqdm import tqdm
 
     from cfgrl_ros.dsrl.rollout import run_episode
@@ -400,7 +452,9 @@ def _train(agent, env, args: argparse.Namespace, settings: dict, progress: _Prog
         while len(curve) < args.episodes:
             began = time.monotonic()
             result = run_episode(env, agent, learn=True, seed=args.seed + len(curve))
-            curve.append(result.success)
+            curve.append(sim.success)  # result.success is the detector's, with one
+            if args.success_detector:
+                progress.detected_curve.append(result.success)
             progress.train_seconds += time.monotonic() - began
             progress.learner_seconds += result.learner_seconds
             progress.episode_ticks.append(result.ticks)
@@ -412,6 +466,24 @@ def _train(agent, env, args: argparse.Namespace, settings: dict, progress: _Prog
             if env.operator is not None:
                 postfix["takeovers"] = sum(progress.interventions)
             bar.set_postfix(postfix, refresh=False)
+
+
+def _detector_summary(args: argparse.Namespace, progress: _Progress) -> dict:
+    """What the detector said of each training episode against the ground truth."""
+    from cfgrl_ros.success.detected_env import VERDICTS, verdict
+
+    verdicts = [
+        verdict(detected, done)
+        for detected, done in zip(progress.detected_curve, progress.success_curve, strict=True)
+    ]
+    return {
+        "path": str(args.success_detector),
+        "threshold": args.threshold,
+        "hold_ticks": args.hold_ticks,
+        "detected_curve": [int(s) for s in progress.detected_curve],
+        "verdicts": {name: verdicts.count(name) for name in VERDICTS},
+        "wrong": sum(name in ("false success", "missed") for name in verdicts),
+    }
 
 
 def _evaluate(agent, env, args: argparse.Namespace) -> float:
