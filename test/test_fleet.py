@@ -3,6 +3,7 @@ stream kept apart, noise answered while the agent trains or saves, and the dsrl_
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 from pathlib import Path
@@ -253,3 +254,30 @@ def test_the_launcher_prints_every_arm_node_under_its_namespace(policy_file, cap
     assert "'arms': ['arm0', 'arm1']" in output
     assert main(["launch", "dsrl_fleet", "--show-args"]) == 0
     assert "'remote_arms'" in capsys.readouterr().out
+
+
+def test_a_run_saved_before_fleets_resumes_as_its_single_arm(agent, tmp_path):
+    """Older runs kept the arm's state in run_state.json, written after the agent: it resumes
+    as arm "" (the arm beside the actor), which skips its next episode when the agent already
+    holds it; a run saved now keeps every arm's state in the checkpoint itself."""
+    from cfgrl_ros.nodes.noise_actor_node import LEGACY_RUN_STATE, saved_arm_states
+
+    arm = ArmRecords("", agent, statistics_window=3)
+    for record in episode(1, 2, success=True):
+        arm.receive(record)
+    legacy = {"last_record_stamp": 3, "transitions": 2, "successes": 1, "recent": [True]}
+    (tmp_path / LEGACY_RUN_STATE).write_text(json.dumps(legacy))
+    states, ahead = saved_arm_states(agent, tmp_path)
+    assert states == {"": {**legacy, "episodes": 1}} and ahead == set()
+    for record in episode(10, 2, success=False):  # stored, but the process died before
+        arm.receive(record)  # run_state.json was written
+    states, ahead = saved_arm_states(agent, tmp_path)
+    assert ahead == {""}
+    resumed = ArmRecords("", agent, 3, states[""], skip_episode=True)
+    for record in episode(10, 2, success=False):  # the durable history delivers it again
+        assert resumed.receive(record).stored == 0
+    assert resumed.receive(decision(20, 0)).stored == 0  # the next episode's first decision ...
+    assert resumed.receive(decision(21, 1)).stored == 1  # ... waits for its successor
+
+    agent.metadata = {"arms": {"arm0": {"episodes": 4}}}
+    assert saved_arm_states(agent, tmp_path) == ({"arm0": {"episodes": 4}}, set())

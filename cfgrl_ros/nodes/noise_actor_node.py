@@ -102,18 +102,20 @@ def resume_differences(
     )
 
 
-def saved_arm_states(agent: NoiseAgent, run_dir: Path) -> tuple[dict[str, Any], bool]:
-    """Each arm's state as the agent's checkpoint keeps it ({} for a fresh run), and whether
-    the single arm must skip an episode: a run saved before fleets kept its arm's state in
-    run_state.json, written after the agent, so the agent may hold one episode more."""
+def saved_arm_states(agent: NoiseAgent, run_dir: Path) -> tuple[dict[str, Any], set[str]]:
+    """Each arm's state as the agent's checkpoint keeps it ({} for a fresh run), and the arms
+    whose next episode is already stored. Only a run saved before fleets has one: it kept its
+    single arm's state in run_state.json, written after the agent, so the agent may hold one
+    episode more than that state says."""
     if "arms" in agent.metadata:
-        return dict(agent.metadata["arms"]), False
+        return dict(agent.metadata["arms"]), set()
     path = run_dir / LEGACY_RUN_STATE
     if not agent.transitions or not path.is_file():
-        return {}, False
+        return {}, set()
     legacy = json.loads(path.read_text())
     state = {**legacy, "episodes": agent.episodes, "transitions": agent.transitions}
-    return {"": state}, agent.transitions > int(legacy.get("transitions", 0))
+    stored_ahead = agent.transitions > int(legacy.get("transitions", 0))
+    return {"": state}, {""} if stored_ahead else set()
 
 
 class NoiseActorNode(Node):
@@ -145,10 +147,10 @@ class NoiseActorNode(Node):
         )
         self.run_settings = {POLICY_HASH: policy_sha256}
         self.agent = self._load_or_create_agent(config, settings.guidance_weight)
-        saved, skip_episode = saved_arm_states(self.agent, self.run_dir)
+        saved, stored_ahead = saved_arm_states(self.agent, self.run_dir)
         self.arms = {
             name: ArmRecords(
-                name, self.agent, settings.statistics_window, saved.get(name), skip_episode
+                name, self.agent, settings.statistics_window, saved.get(name), name in stored_ahead
             )
             for name in settings.arms
         }
