@@ -23,6 +23,15 @@ from cfgrl_ros.graph import GRAPHS, describe_graph, node_environment
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class LaunchRosParameters(yaml.SafeLoader):
+    """launch_ros writes list parameters as tuples (!!python/tuple); rcl reads sequences."""
+
+
+LaunchRosParameters.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node)
+)
+
+
 def launch_file(graph: str) -> Path:
     return ROOT / "launch" / f"{graph}.launch.py"
 
@@ -68,16 +77,21 @@ def test_launch_file_imports_where_launch_is_not_installed(graph):
         ("dsrl_franka", {"guidance_weight": "2.0", "use_camera": "true"}),
         ("dsrl_franka", {"sim": "false", "namespace": "fr3", "run_dir": "runs/fr3"}),
         ("dsrl_fleet", {"arms": "2", "remote_arms": "cell2", "task": "pick_place_can"}),
+        ("dsrl_fleet", {"arms": "1", "keystore": "{keystore}"}),
     ],
 )
 def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, graph, arguments):
     pytest.importorskip("launch_ros")
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import TextSubstitution
 
     checkpoint = tmp_path / "policy.pt"
     checkpoint.write_bytes(b"not read when describing")
+    (tmp_path / "keystore" / "enclaves").mkdir(parents=True)
+    keystore = str(tmp_path / "keystore")
     arguments = {"policy": str(checkpoint), **arguments}
+    arguments = {name: value.format(keystore=keystore) for name, value in arguments.items()}
 
     description = load_launch_file(graph).generate_launch_description()
     declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
@@ -103,7 +117,7 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, graph, argum
         assert node.node_name == description_node.fully_qualified_name
         files = [path for path, is_file in node._Node__expanded_parameter_arguments if is_file]
         assert files[:-1] == [str(path) for path in description_node.parameter_files]
-        overrides = yaml.safe_load(Path(files[-1]).read_text())
+        overrides = yaml.load(Path(files[-1]).read_text(), Loader=LaunchRosParameters)
         Path(files[-1]).unlink()
         assert overrides == yaml.safe_load(description_node.override_yaml())
         environment = {
@@ -111,6 +125,12 @@ def test_launch_file_starts_the_nodes_of_the_pip_launcher(tmp_path, graph, argum
             for key, value in node.process_description.additional_env
         }
         assert environment == {**node_environment(os.environ), **description_node.environment}
+        # The plain words of the command (the rest needs an ament index or a running launch).
+        words = [part[0].text for part in node.cmd if isinstance(part[0], TextSubstitution)]
+        if description_node.enclave:
+            assert words[words.index("--enclave") + 1] == description_node.enclave
+        else:
+            assert "--enclave" not in words
 
 
 @pytest.mark.parametrize(
