@@ -478,7 +478,8 @@ def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
         actor,
         namespace="",
         enclave="/noise_actor_node" if actor.enclave else "",
-        parameters={**actor.parameters, "arms": local + remote},
+        # No arm may wait for another's training: train beside the requests (the node says why).
+        parameters={**actor.parameters, "arms": local + remote, "train_schedule": "learner_thread"},
     )
     return [actor, *nodes]
 

@@ -176,6 +176,7 @@ def test_the_fleet_is_arm_groups_in_namespaces_and_one_actor_serving_them(policy
     by_name = {node.fully_qualified_name: node for node in nodes}
     actor = by_name.pop("/noise_actor_node")
     assert actor.parameters["arms"] == ["arm0", "arm1", "arm2", "cell2", "cell3"]
+    assert actor.parameters["train_schedule"] == "learner_thread"  # no arm waits for training
     single = {node.name: node for node in describe_graph({"policy": str(policy_file)})}
     assert actor.parameter_files == single["noise_actor_node"].parameter_files
     groups = {}
@@ -281,3 +282,20 @@ def test_a_run_saved_before_fleets_resumes_as_its_single_arm(agent, tmp_path):
 
     agent.metadata = {"arms": {"arm0": {"episodes": 4}}}
     assert saved_arm_states(agent, tmp_path) == ({"arm0": {"episodes": 4}}, set())
+
+
+def test_a_checkpoint_taken_mid_episode_loses_and_repeats_nothing(agent):
+    """In a fleet some arm is always mid-episode when a checkpoint is taken: its decision
+    waiting for a successor is kept, so after a restart the redelivered records store each
+    decision once, the waiting one included."""
+    arm = ArmRecords("arm0", agent, statistics_window=3)
+    records = episode(100, 4, success=True)
+    for record in records[:2]:  # decision 0 stored, decision 1 waiting
+        arm.receive(record)
+    saved = json.loads(json.dumps(arm.state()))  # as the checkpoint writes it
+    assert saved["pending"]["decision_index"] == 1
+    resumed = ArmRecords("arm0", agent, statistics_window=3, state=saved)
+    stored = [resumed.receive(record) for record in records]  # the whole history again
+    assert [r.stored for r in stored] == [0, 0, 1, 1, 1] and not any(r.errors for r in stored)
+    assert resumed.missing == 0 and resumed.transitions == 4
+    assert agent.replay_sources() == {"arm0": 4}

@@ -84,8 +84,12 @@ def test_two_arms_train_one_actor_and_losing_one_leaves_the_other_learning(
         )
         state = agent_state(run_dir)  # one checkpoint, read once: the counts below agree
         for arm, recorder in recorders.items():
-            episodes = state["metadata"]["arms"][arm]["episodes"]
-            recorder.spin_until(lambda r=recorder, e=episodes: len(r.ends) >= e, 30, "the ends")
+            taken = state["metadata"]["arms"][arm]["last_record_stamp"]
+            recorder.spin_until(
+                lambda r=recorder, t=taken: any(x.stamp_ns >= t for x in r.decisions + r.ends),
+                30,
+                f"the last record of {arm} in the checkpoint",
+            )
         arm0.spin_until(  # diagnostics as new as that checkpoint
             lambda: (
                 all(f"noise_actor_node: arm {arm}" in statuses for arm in ARMS)
@@ -107,8 +111,10 @@ def test_two_arms_train_one_actor_and_losing_one_leaves_the_other_learning(
     # Every episode arm1 ended before it was killed is stored, and arm0 went on without it.
     assert arms["arm1"]["episodes"] == len(recorders["arm1"].ends) >= 2
     assert arms["arm0"]["episodes"] >= at_kill["metadata"]["arms"]["arm0"]["episodes"] + 2
+    # Each arm's decisions up to the last record the checkpoint took, except that record
+    # itself when it is a decision waiting for its successor (the checkpoint keeps it as such).
     executed = {
-        arm: sum(end.decisions for end in recorders[arm].ends[: arms[arm]["episodes"]])
+        arm: sum(d.stamp_ns < arms[arm]["last_record_stamp"] for d in recorders[arm].decisions)
         for arm in ARMS
     }
     assert {arm: arms[arm]["transitions"] for arm in ARMS} == executed
@@ -168,3 +174,18 @@ def test_a_keystore_reaches_every_node_as_its_enclave(tmp_path, checkpoint):
     ), result.stdout
     for node in nodes:
         assert f"[launch] {node} died" in result.stdout
+
+
+def test_a_fleet_actor_refuses_to_train_in_the_thread_that_answers(checkpoint, ros_probe):
+    from rclpy.parameter import Parameter
+
+    from cfgrl_ros.nodes.noise_actor_node import NoiseActorNode
+
+    with pytest.raises(ValueError, match="set train_schedule learner_thread for a fleet"):
+        NoiseActorNode(
+            parameter_overrides=[
+                Parameter("checkpoint", value=str(checkpoint)),
+                Parameter("arms", value=["arm0", "arm1"]),
+                Parameter("train_schedule", value="between_episodes"),
+            ]
+        )

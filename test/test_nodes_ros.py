@@ -497,17 +497,24 @@ def test_noise_actor_crash_falls_back_to_base_policy_and_restart_loses_nothing(
     assert "resumed from" in restarted.log()
     # Wait until the restarted actor has checkpointed an episode that ended after the restart.
     ends_at_restart = sum(end.stamp_ns < restarted_at for end in recorder.ends)
-    counters: dict[str, int] = {}
+    state: dict = {}
 
     def checkpoint_after_restart() -> bool:
-        # One read per check: the actor may checkpoint its next episode between two reads.
-        counters.update(agent_counters(run_dir))
-        return ends_at_restart < counters["episodes"] <= len(recorder.ends)
+        # One read per check: the actor may checkpoint again between two reads.
+        state.update(agent_state(run_dir))
+        return state["counters"]["episodes"] > ends_at_restart
 
     recorder.spin_until(checkpoint_after_restart, STARTUP, "a checkpoint after the restart")
-    checkpointed_end = recorder.ends[counters["episodes"] - 1]
-    executed = [d for d in recorder.decisions if d.stamp_ns < checkpointed_end.stamp_ns]
-    assert counters["transitions"] == len(executed)  # before the crash, during it, after it
+    # The checkpoint holds every decision up to the last record it took, except that record
+    # itself when it is a decision still waiting for its successor (kept as such).
+    taken = state["metadata"]["arms"][""]["last_record_stamp"]
+    recorder.spin_until(
+        lambda: any(r.stamp_ns >= taken for r in recorder.decisions + recorder.ends),
+        30,
+        "the checkpoint's last record",
+    )
+    executed = [d for d in recorder.decisions if d.stamp_ns < taken]
+    assert state["counters"]["transitions"] == len(executed)  # before, during, after the crash
     assert processes["policy_node"].alive() and processes["franka_sim_node"].alive()
 
 

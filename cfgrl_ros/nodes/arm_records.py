@@ -2,10 +2,12 @@
 
 The noise actor serves one arm or a fleet (``arms``: namespaces); each arm's records arrive on
 its own ``<arm>/dsrl/decision`` and are stamped by its own clock, so everything that follows an
-arm's stream lives here, once per arm: the last stored stamp (a restarted actor drops what the
+arm's stream lives here, once per arm: the last stamp taken (a restarted actor drops what the
 durable record history delivers again), the decision waiting for its successor, the missing
-and rejected records, and the arm's success statistics. No rclpy: the node feeds it parsed
-records (cfgrl_ros.nodes.decision_messages) and logs what it returns.
+and rejected records, and the arm's success statistics. A checkpoint keeps all of it
+(`state`), the waiting decision included: in a fleet some arm is always mid-episode when
+another's episode end is checkpointed. No rclpy: the node feeds it parsed records
+(cfgrl_ros.nodes.decision_messages) and logs what it returns.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class ArmRecords:
         self.fallbacks = 0
         self.rejected = 0
         self.missing = 0
-        self._pending: DecisionRecord | None = None  # a decision waiting for its successor
+        # A decision waiting for its successor (its record's stamp is last_stamp).
+        pending = state.get("pending")
+        self._pending = None if pending is None else _record_from_state(pending)
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of this arm (JSON-serialisable)."""
@@ -72,6 +76,7 @@ class ArmRecords:
             "successes": self.successes,
             "transitions": self.transitions,
             "recent": list(self.recent),
+            "pending": None if self._pending is None else _record_state(self._pending),
         }
 
     @property
@@ -179,3 +184,20 @@ class ArmRecords:
             "rejected_records": self.rejected,
             "missing_records": self.missing,
         }
+
+
+def _record_state(record: DecisionRecord) -> dict[str, Any]:
+    """A decision record as JSON values."""
+    return {
+        name: value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+        for name, value in vars(record).items()
+    }
+
+
+def _record_from_state(state: Mapping[str, Any]) -> DecisionRecord:
+    arrays = {"features": np.float32, "noise": np.float32, "chunk": np.float32, "operator": bool}
+    values = {
+        name: np.asarray(value, dtype=arrays[name]) if name in arrays else value
+        for name, value in state.items()
+    }
+    return DecisionRecord(**values)

@@ -16,11 +16,7 @@ from rclpy.exceptions import (
     InvalidParameterValueException,
     ParameterException,
 )
-from rclpy.executors import (
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -203,13 +199,8 @@ def now_seconds(node: Node) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
 
-def run_node(
-    make_node: Callable[[], Node], name: str, args: Sequence[str] | None = None, threads: int = 1
-) -> None:
+def run_node(make_node: Callable[[], Node], name: str, args: Sequence[str] | None = None) -> None:
     """rclpy.init, build the node, spin until Ctrl-C or shutdown, clean up.
-
-    threads > 1: a multi-threaded executor, for a node whose callback groups may run side by
-    side (callbacks of the default group still run one at a time).
 
     On Ctrl-C (SIGINT) the node's destroy_node runs while it can still publish.
 
@@ -232,9 +223,7 @@ def run_node(
         # and that Ctrl-C was lost: the node kept running.
         interrupted: list[int] = []
         signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-        executor = (
-            MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
-        )
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not interrupted:
             # Returns to Python at least every SIGINT_LATENCY, where the flag is looked at.

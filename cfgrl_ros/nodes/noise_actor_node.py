@@ -11,15 +11,16 @@ DSRL-NA as the chunks executed and left out by DSRL-SAC: NoiseAgent.add_transiti
 
 - ``train_schedule: between_episodes`` (default): after each episode, in the node's thread,
   so the first decision of the next episode waits for the training (the arm is at rest then);
-- ``train_schedule: learner_thread``: continuously in a thread of its own; the actor answers
-  with the weights of the last finished round of `LEARNER_BATCH` updates.
+- ``train_schedule: learner_thread``: continuously in a thread of its own, which also writes
+  the checkpoints; the node's thread only answers requests (with the actor of the last
+  finished round of `LEARNER_BATCH` updates: NoiseAgent.noise) and stores records.
 
 A fleet: with ``arms: [arm0, arm1, ...]`` one actor serves several arms, each on the topics
 of its namespace (``arm0/dsrl/noise_request``, ...), and learns from all their records in one
 replay buffer whose rows are tagged by arm (cfgrl_ros.nodes.arm_records follows each arm's
-stream). Requests are then answered in a thread of their own, from the copy of the actor that
-the last training round left (NoiseAgent.noise), so no arm waits for another's training or
-checkpoint; an arm that goes silent costs the others nothing.
+stream). A fleet needs ``learner_thread``: no arm rests while another's episode ends, so no
+request may wait for training or a checkpoint. An arm that goes silent costs the others
+nothing.
 
 After every episode it checkpoints the agent with its replay buffer and each arm's state (the
 stamp of its last stored record, its success counts) atomically under ``run_dir`` (by default
@@ -43,7 +44,6 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import JointState
@@ -119,8 +119,8 @@ def saved_arm_states(agent: NoiseAgent, run_dir: Path) -> tuple[dict[str, Any], 
 
 
 class NoiseActorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("noise_actor_node")
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__("noise_actor_node", **node_options)
         settings = declare_settings(self, NoiseActorSettings)
         if not settings.checkpoint:
             raise ValueError("parameter checkpoint is empty: pass the FlowPolicy checkpoint path")
@@ -134,6 +134,12 @@ class NoiseActorNode(Node):
             device=settings.device,
         )
         self.schedule = settings.train_schedule
+        if len(settings.arms) > 1 and self.schedule != "learner_thread":
+            raise ValueError(
+                f"parameter train_schedule {self.schedule!r} trains in the node's thread, where "
+                f"the requests of the other arms of {list(settings.arms)} would wait: set "
+                "train_schedule learner_thread for a fleet (dsrl_fleet does)"
+            )
         self.train_enabled = settings.train
         self.deterministic = settings.deterministic
         self.control_period = 1.0 / settings.control_rate
@@ -158,12 +164,12 @@ class NoiseActorNode(Node):
         self.last_metrics: dict[str, float] = {}
         self._budget = 0  # updates owed (utd per stored decision) and not yet done
         self._budget_lock = threading.Lock()
+        # Held while a record is stored and while a checkpoint is taken (by the learner
+        # thread): the arms' states must say exactly what the saved agent holds.
+        self._store_lock = threading.Lock()
+        self._save_due = threading.Event()  # learner_thread: an episode ended, checkpoint
 
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # One arm: requests wait behind records and training, as `train_schedule` says. Several:
-        # requests have a thread of their own (run_node's executor), so none waits for another
-        # arm's episode end.
-        requests = MutuallyExclusiveCallbackGroup() if len(self.arms) > 1 else None
         for name, arm in self.arms.items():
             prefix = f"{name}/" if name else ""
             publisher = self.create_publisher(JointTrajectory, prefix + NOISE_TOPIC, exchange_qos())
@@ -172,7 +178,6 @@ class NoiseActorNode(Node):
                 prefix + NOISE_REQUEST_TOPIC,
                 partial(self._on_request, arm, publisher),
                 exchange_qos(),
-                callback_group=requests,
             )
             self.create_subscription(
                 JointState,
@@ -272,7 +277,8 @@ class NoiseActorNode(Node):
         except ValueError as error:
             self.get_logger().error(arm.reject(str(error)), throttle_duration_sec=10.0)
             return
-        received = arm.receive(record)
+        with self._store_lock:
+            received = arm.receive(record)
         for error in received.errors:
             self.get_logger().error(error, throttle_duration_sec=10.0)
         if received.stored and self.agent.learning_started:
@@ -282,7 +288,9 @@ class NoiseActorNode(Node):
             return
         if self.schedule == "between_episodes":
             self._train(self._take_budget())
-        self._save()
+            self._save()
+        else:
+            self._save_due.set()
         end = received.ended
         counters = self.agent.counters()
         self.get_logger().info(
@@ -305,6 +313,9 @@ class NoiseActorNode(Node):
 
     def _learn_continuously(self) -> None:
         while not self._stop.is_set():
+            if self._save_due.is_set():
+                self._save_due.clear()
+                self._save()
             updates = self._take_budget(LEARNER_BATCH)
             if updates:
                 self._train(updates)  # owed updates are dropped while `train` is false
@@ -312,8 +323,10 @@ class NoiseActorNode(Node):
                 self._stop.wait(0.05)
 
     def _save(self) -> None:
-        arms = {**self._absent_arms, **{name: arm.state() for name, arm in self.arms.items()}}
-        self.agent.save(self.run_dir / "agent", {"run": self.run_settings, "arms": arms})
+        with self._store_lock:
+            arms = {name: arm.state() for name, arm in self.arms.items()}
+            metadata = {"run": self.run_settings, "arms": {**self._absent_arms, **arms}}
+            self.agent.save(self.run_dir / "agent", metadata)
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -367,12 +380,13 @@ class NoiseActorNode(Node):
         self._stop.set()
         if self._learner is not None:
             self._learner.join(timeout=10.0)
+            if self._save_due.is_set() and not self._learner.is_alive():
+                self._save()  # the episodes that ended since the learner's last checkpoint
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
-    # A second thread answers a fleet's requests while records and training hold the first.
-    run_node(NoiseActorNode, "noise_actor_node", args, threads=2)
+    run_node(NoiseActorNode, "noise_actor_node", args)
 
 
 if __name__ == "__main__":
