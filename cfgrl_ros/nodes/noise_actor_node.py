@@ -11,9 +11,10 @@ DSRL-NA as the chunks executed and left out by DSRL-SAC: NoiseAgent.add_transiti
 
 - ``train_schedule: between_episodes`` (default): after each episode, in the node's thread,
   so the first decision of the next episode waits for the training (the arm is at rest then);
-- ``train_schedule: learner_thread``: continuously in a thread of its own, which also writes
-  the checkpoints; the node's thread only answers requests (with the actor of the last
-  finished round of `LEARNER_BATCH` updates: NoiseAgent.noise) and stores records.
+- ``train_schedule: learner_thread``: continuously in a thread of its own, which also stores
+  the records and writes the checkpoints: the node's thread only answers requests (with the
+  actor of the last finished round of `LEARNER_BATCH` updates: NoiseAgent.noise) and queues
+  records, so no request waits for an update, a stored record or a checkpoint.
 
 A fleet: with ``arms: [arm0, arm1, ...]`` one actor serves several arms, each on the topics
 of its namespace (``arm0/dsrl/noise_request``, ...), and learns from all their records in one
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -62,6 +64,8 @@ from cfgrl_ros.nodes.decision_messages import (
     DECISION_TOPIC,
     NOISE_REQUEST_TOPIC,
     NOISE_TOPIC,
+    DecisionRecord,
+    EpisodeEnd,
     exchange_qos,
     noise_message,
     noise_request_features,
@@ -162,12 +166,11 @@ class NoiseActorNode(Node):
         }
         self._absent_arms = {name: state for name, state in saved.items() if name not in self.arms}
         self.last_metrics: dict[str, float] = {}
-        self._budget = 0  # updates owed (utd per stored decision) and not yet done
-        self._budget_lock = threading.Lock()
-        # Held while a record is stored and while a checkpoint is taken (by the learner
-        # thread): the arms' states must say exactly what the saved agent holds.
-        self._store_lock = threading.Lock()
-        self._save_due = threading.Event()  # learner_thread: an episode ended, checkpoint
+        # Updates owed (utd per stored decision) and not yet done. Records are stored, and
+        # updates owed and done, in one thread: the node's (between_episodes) or the learner's.
+        self._budget = 0
+        self._inbox: deque[tuple[ArmRecords, DecisionRecord | EpisodeEnd]] = deque()
+        self._mail = threading.Event()  # learner_thread: records are waiting in the inbox
 
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for name, arm in self.arms.items():
@@ -277,20 +280,25 @@ class NoiseActorNode(Node):
         except ValueError as error:
             self.get_logger().error(arm.reject(str(error)), throttle_duration_sec=10.0)
             return
-        with self._store_lock:
-            received = arm.receive(record)
+        if self.schedule == "learner_thread":
+            self._inbox.append((arm, record))
+            self._mail.set()
+        else:
+            self._store(arm, record)
+
+    def _store(self, arm: ArmRecords, record: DecisionRecord | EpisodeEnd) -> None:
+        """One record into the agent; after an episode's end, train (between_episodes) and
+        checkpoint."""
+        received = arm.receive(record)
         for error in received.errors:
             self.get_logger().error(error, throttle_duration_sec=10.0)
         if received.stored and self.agent.learning_started:
-            with self._budget_lock:
-                self._budget += received.stored * self.agent.config.utd
+            self._budget += received.stored * self.agent.config.utd
         if received.ended is None:
             return
         if self.schedule == "between_episodes":
             self._train(self._take_budget())
-            self._save()
-        else:
-            self._save_due.set()
+        self._save()
         end = received.ended
         counters = self.agent.counters()
         self.get_logger().info(
@@ -302,9 +310,8 @@ class NoiseActorNode(Node):
 
     # ----------------------------------------------------------------------------- learning
     def _take_budget(self, at_most: int | None = None) -> int:
-        with self._budget_lock:
-            updates = self._budget if at_most is None else min(self._budget, at_most)
-            self._budget -= updates
+        updates = self._budget if at_most is None else min(self._budget, at_most)
+        self._budget -= updates
         return updates
 
     def _train(self, updates: int) -> None:
@@ -313,20 +320,22 @@ class NoiseActorNode(Node):
 
     def _learn_continuously(self) -> None:
         while not self._stop.is_set():
-            if self._save_due.is_set():
-                self._save_due.clear()
-                self._save()
+            self._store_inbox()
             updates = self._take_budget(LEARNER_BATCH)
             if updates:
                 self._train(updates)  # owed updates are dropped while `train` is false
             else:
-                self._stop.wait(0.05)
+                self._mail.wait(0.05)
+
+    def _store_inbox(self) -> None:
+        self._mail.clear()
+        while self._inbox:
+            self._store(*self._inbox.popleft())
 
     def _save(self) -> None:
-        with self._store_lock:
-            arms = {name: arm.state() for name, arm in self.arms.items()}
-            metadata = {"run": self.run_settings, "arms": {**self._absent_arms, **arms}}
-            self.agent.save(self.run_dir / "agent", metadata)
+        arms = {name: arm.state() for name, arm in self.arms.items()}
+        metadata = {"run": self.run_settings, "arms": {**self._absent_arms, **arms}}
+        self.agent.save(self.run_dir / "agent", metadata)
 
     # -------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -380,8 +389,8 @@ class NoiseActorNode(Node):
         self._stop.set()
         if self._learner is not None:
             self._learner.join(timeout=10.0)
-            if self._save_due.is_set() and not self._learner.is_alive():
-                self._save()  # the episodes that ended since the learner's last checkpoint
+            if not self._learner.is_alive():
+                self._store_inbox()  # what arrived since, checkpointed at its episode's end
         super().destroy_node()
 
 
