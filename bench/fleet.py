@@ -3,18 +3,21 @@
     nice python bench/fleet.py --policy runs/ppc35/policy.pt --task pick_place_can \\
         --arms 1 2 4 --out runs/fleet
 
-For each arm count N, `cfgrl-ros launch dsrl_fleet arms:=N` runs (a fresh run folder
-OUT/arms<N>, the agent at its defaults) while a probe in this process listens to every arm:
-its decision records (success of each episode, whether the actor's noise came in time) and
-its noise requests and answers (the actor's latency, measured here between the request and
-the answer, both as this process receives them). It stops when the fleet's rolling success
-over its last --window episodes (in the order they end, whichever arm) reaches --target, or
-after --max-episodes or --max-minutes. It reports per N: wall-clock minutes and total
-episodes to the target, noise-request latency p50/p99 and fallbacks once learning has
-started, the learner's updates per second, and CPU seconds by role (the noise actor, each
-arm's three nodes) from /proc, from which the cost of one arm per episode follows.
+For each arm count N and each of --repeats repeats r, `cfgrl-ros launch dsrl_fleet arms:=N`
+runs (a fresh run folder OUT/arms<N>/repeat<r>; the package's parameter file with the
+simulators, the policy nodes and the agent seeded by r; the agent at its defaults) while a
+probe in this process listens to every arm: its decision records (success of each episode,
+whether the actor's noise came in time) and its noise requests and answers (the actor's
+latency, measured here between the request and the answer, both as this process receives
+them). It stops when the fleet's rolling success over its last --window episodes (in the
+order they end, whichever arm) reaches --target, or after --max-episodes or --max-minutes.
+It reports per run: wall-clock minutes and total episodes to the target, noise-request
+latency p50/p99 and fallbacks once learning has started, the learner's updates per second
+and per stored decision (its effective update-to-data ratio; the agent asks for `utd`), and
+CPU seconds by role (the noise actor, each arm's three nodes) from /proc, from which the
+cost of one arm per episode follows.
 
-Writes OUT/arms<N>/result.json (a finished N is not run again), OUT/results.json,
+Writes OUT/arms<N>/repeat<r>/result.json (a finished run is not run again), OUT/results.json,
 OUT/fleet.png (rolling success against wall-clock time) and prints a markdown table.
 """
 
@@ -46,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--policy", type=Path, required=True, help="FlowPolicy checkpoint")
     parser.add_argument("--task", default="pick_place_can", help="simulated task")
     parser.add_argument("--arms", type=int, nargs="+", default=[1, 2, 4], help="arm counts")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per arm count, seeded apart")
     parser.add_argument("--out", type=Path, default=Path("runs/fleet"), help="output folder")
     parser.add_argument("--window", type=int, default=10, help="episodes in the rolling success")
     parser.add_argument("--target", type=float, default=0.9, help="rolling success to reach")
@@ -88,6 +92,7 @@ class FleetProbe:
         self.deciding: set[str] = set()  # arms heard deciding
         self.latencies: list[tuple[float, float]] = []  # (seconds, latency s)
         self.updates: list[tuple[float, int]] = []  # (seconds, the actor's update count)
+        self.transitions = 0  # stored, as the actor's diagnostics last said
         self.learning_since: float | None = None
         self._requests: dict[tuple[str, int], float] = {}
         for arm in arms:
@@ -137,6 +142,7 @@ class FleetProbe:
                 continue
             values = {pair.key: pair.value for pair in status.values}
             self.updates.append((self.now(), int(values["updates"])))
+            self.transitions = int(values["transitions"])
             if self.learning_since is None and values["learning_started"] == "True":
                 self.learning_since = self.now()
 
@@ -150,10 +156,27 @@ class FleetProbe:
         return values
 
 
-def run_fleet(args: argparse.Namespace, arms: int, policy: FlowPolicy) -> dict:
+def seeded_config(repeat: int, path: Path) -> Path:
+    """The package's parameter file with simulators, policy nodes and agent seeded by
+    `repeat` (the launch seeds arm i of a repeat ARM_SEED_STRIDE further on)."""
+    import yaml
+
+    from cfgrl_ros.graph import ARM_SEED_STRIDE, MAX_ARMS
+    from cfgrl_ros.paths import config_path
+
+    settings = yaml.safe_load(config_path("dsrl_franka.yaml").read_text())
+    seed = repeat * MAX_ARMS * ARM_SEED_STRIDE
+    for node in ("franka_sim_node", "policy_node"):
+        settings[f"/**/{node}"]["ros__parameters"]["seed"] = seed
+    settings["/**/noise_actor_node"]["ros__parameters"]["agent"]["seed"] = repeat
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def run_fleet(args: argparse.Namespace, arms: int, repeat: int, policy: FlowPolicy) -> dict:
     import rclpy
 
-    folder = args.out / f"arms{arms}"
+    folder = args.out / f"arms{arms}" / f"repeat{repeat}"
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"arm{index}" for index in range(arms)]
     log_path = folder / "launch.log"
@@ -167,6 +190,7 @@ def run_fleet(args: argparse.Namespace, arms: int, policy: FlowPolicy) -> dict:
         f"task:={args.task}",
         f"arms:={arms}",
         f"run_dir:={(folder / 'run').resolve()}",
+        f"config:={seeded_config(repeat, folder / 'config.yaml').resolve()}",
         *args.launch_arg,
     ]
     rclpy.init()
@@ -228,6 +252,7 @@ def run_fleet(args: argparse.Namespace, arms: int, policy: FlowPolicy) -> dict:
     measured_episodes = sum(at >= cpu_since for at, _, _ in probe.outcomes) or episodes
     result = {
         "arms": arms,
+        "repeat": repeat,
         "reached_target": reached is not None,
         "minutes_to_target": reached[0] / 60 if reached else None,
         "episodes_to_target": reached[1] if reached else None,
@@ -242,6 +267,9 @@ def run_fleet(args: argparse.Namespace, arms: int, policy: FlowPolicy) -> dict:
         "requests_after_learning": len(latencies),
         "fallback_share_after_learning": (1 - float(np.mean(after))) if after else None,
         "updates_per_second": update_rate,
+        "updates_per_transition": (
+            updates[-1][1] / probe.transitions if updates and probe.transitions else 0.0
+        ),
         "cpu_seconds": {"noise_actor": actor_cpu, **arm_cpu},
         "cpu_share_of_two_cores": (sum(cpu.values()) / measured / 2) if measured else 0.0,
         "cpu_measured_minutes": measured / 60,
@@ -272,7 +300,8 @@ def plot(results: list[dict], window: int, target: float, path: Path) -> None:
             if len(recent) == window:
                 times.append(at / 60)
                 values.append(sum(recent) / window)
-        axis.plot(times, values, label=f"{result['arms']} arm{'s' * (result['arms'] > 1)}")
+        arms = f"{result['arms']} arm{'s' * (result['arms'] > 1)}"
+        axis.plot(times, values, label=f"{arms}, repeat {result['repeat']}")
     axis.axhline(target, color="grey", linestyle="--", linewidth=0.8)
     axis.set_xlabel("wall-clock minutes")
     axis.set_ylabel(f"fleet success, last {window} episodes")
@@ -292,20 +321,22 @@ def main() -> None:
     policy = FlowPolicy.load(args.policy, "cpu")
     results = []
     for arms in args.arms:
-        done = args.out / f"arms{arms}" / "result.json"
-        if done.is_file():
-            print(f"{arms} arms: done before ({done})")
-            results.append(json.loads(done.read_text()))
-            continue
-        print(f"{arms} arms: running", flush=True)
-        results.append(run_fleet(args, arms, policy))
+        for repeat in range(args.repeats):
+            done = args.out / f"arms{arms}" / f"repeat{repeat}" / "result.json"
+            if done.is_file():
+                print(f"{arms} arms, repeat {repeat}: done before ({done})")
+                results.append(json.loads(done.read_text()))
+                continue
+            print(f"{arms} arms, repeat {repeat}: running", flush=True)
+            results.append(run_fleet(args, arms, repeat, policy))
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, args.window, args.target, args.out / "fleet.png")
     print(
-        "\n| arms | minutes to target | episodes to target | latency p50 / p99 ms | fallbacks "
-        "| updates/s | CPU share of 2 cores | arm CPU s/episode | actor CPU s/episode |"
+        "\n| arms | repeat | minutes to target | episodes to target | latency p50 / p99 ms "
+        "| fallbacks | updates/s | updates per decision | CPU share of 2 cores "
+        "| arm CPU s/episode | actor CPU s/episode |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         to_target = (
             (f"{r['minutes_to_target']:.1f}", str(r["episodes_to_target"]))
@@ -319,8 +350,9 @@ def main() -> None:
             else "-"
         )
         print(
-            f"| {r['arms']} | {to_target[0]} | {to_target[1]} | {latency} | "
+            f"| {r['arms']} | {r['repeat']} | {to_target[0]} | {to_target[1]} | {latency} | "
             f"{100 * (fallbacks or 0):.1f}% | {r['updates_per_second']:.1f} | "
+            f"{r['updates_per_transition']:.1f} | "
             f"{100 * r['cpu_share_of_two_cores']:.0f}% | {r['arm_cpu_seconds_per_episode']:.1f} | "
             f"{r['actor_cpu_seconds_per_episode']:.1f} |"
         )
