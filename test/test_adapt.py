@@ -309,7 +309,8 @@ def test_adapt_with_a_success_detector_ends_episodes_by_its_verdicts(
     """The detector, not the simulator, ends the training episodes; the summary sets its
     verdicts beside the ground truth, and a resumed run must keep its rule."""
     out = tmp_path / "fires_at_once"
-    detector = ("--success-detector", str(untrained_detector), "--episodes", "2")
+    detector = ("--success-detector", str(untrained_detector), "--detector-hold", "3")
+    detector += ("--episodes", "2")
     code, result, err = adapt(capsys, tiny_policy, out, *detector, "--detector-threshold", "0")
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
