@@ -142,17 +142,23 @@ def test_an_operator_records_a_demonstration_that_pretrain_reads(tmp_path, ros_p
     bag = tmp_path / "demos"
     log_path = tmp_path / "launch.log"
     launcher = record(tmp_path, teleop_settings(tmp_path, episodes=0), bag)
+    from geometry_msgs.msg import PoseStamped
+
     recorder = Recorder(ros_probe)
     recorder.policy = SimpleNamespace(feature_dim=0, noise_shape=(8, 7))  # end records only
     mouse = SpaceMouse(ros_probe, linear=(0.0, 0.0, 0.5))  # up at half speed
+    targets: list = []  # the arm's commands: the operator drives once teleop_node hears it
+    commands = ros_probe.create_subscription(PoseStamped, "/target_pose", targets.append, 10)
     try:
         recorder.spin_until(lambda: "start" in recorder.events, STARTUP, "an episode start")
+        recorder.spin_until(lambda: bool(targets), STARTUP, "the operator's first command")
         _spin(recorder, 1.0)
         mouse.press(GRIPPER)  # close
         _spin(recorder, 1.0)
         mouse.press(SUCCESS)
         launcher.wait(60)  # after its one episode
     finally:
+        ros_probe.destroy_subscription(commands)
         mouse.close()
         recorder.close()
         log = stop(launcher, log_path)
