@@ -155,7 +155,8 @@ FLEET_ARGUMENTS: tuple[LaunchArgument, ...] = (
         "arms",
         "2",
         f"how many arm groups to start (1 to {MAX_ARMS}), in namespaces arm0, arm1, ...: each "
-        "its policy_node, reward_reset_node and (sim:=true) franka_sim_node, seeded apart",
+        "its policy_node, reward_reset_node and (sim:=true) franka_sim_node, seeded apart; 0 "
+        "with remote_arms:=: only the noise actor, for arms on other computers",
     ),
     LaunchArgument(
         "remote_arms",
@@ -434,15 +435,18 @@ def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
             f"unknown launch arguments {unknown}; {FLEET_GRAPH_NAME} takes {sorted(known)}"
         )
     values = {**known, **{name: str(value) for name, value in arguments.items()}}
+    remote = [name.strip().strip("/") for name in values["remote_arms"].split(",")]
+    remote = [name for name in remote if name]
     try:
         count = int(values["arms"])
     except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_ARMS:
-        raise ValueError(f"launch argument arms:={values['arms']!r} must be 1 to {MAX_ARMS}")
+        count = -1
+    if not (0 if remote else 1) <= count <= MAX_ARMS:
+        raise ValueError(
+            f"launch argument arms:={values['arms']!r} must be 1 to {MAX_ARMS} (0 with "
+            "remote_arms:=, a learner serving only arms on other computers)"
+        )
     local = [f"arm{index}" for index in range(count)]
-    remote = [name.strip().strip("/") for name in values["remote_arms"].split(",")]
-    remote = [name for name in remote if name]
     for name in remote:
         if not ARM_NAMESPACE.fullmatch(name) or name in local or remote.count(name) > 1:
             raise ValueError(
@@ -455,17 +459,12 @@ def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
             "that FlowPolicy checkpoint and the noise actor learns for it"
         )
     group_values = {name: value for name, value in values.items() if name in argument_defaults()}
-    actor = None
+    single = describe_graph({**group_values, "noise_actor": "true"})
+    actor = next(node for node in single if node.executable == "noise_actor_node")
     nodes = []
     for index, arm in enumerate(local):
-        group = describe_graph(
-            {**group_values, "namespace": arm, "noise_actor": "true" if index == 0 else "false"}
-        )
-        for node in group:
+        for node in describe_graph({**group_values, "namespace": arm, "noise_actor": "false"}):
             parameters = dict(node.parameters)
-            if node.executable == "noise_actor_node":
-                actor = node
-                continue
             if node.executable in ("franka_sim_node", "policy_node"):
                 files, namespace = node.parameter_files, node.namespace
                 seed = node_parameter(files, namespace, node.executable, "seed") or 0
@@ -473,7 +472,6 @@ def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
             if node.executable == "bag_recorder_node":
                 parameters["out"] = str(Path(parameters["out"]) / arm)
             nodes.append(replace(node, parameters=parameters))
-    assert actor is not None  # the first group has it: policy:= is set and noise_actor:=true
     actor = replace(
         actor,
         namespace="",

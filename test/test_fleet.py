@@ -198,7 +198,8 @@ def test_the_fleet_is_arm_groups_in_namespaces_and_one_actor_serving_them(policy
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"arms": "0"}, "arms:='0' must be 1 to 16"),
+        ({"arms": "0"}, "arms:='0' must be 1 to 16 \\(0 with remote_arms:="),
+        ({"arms": "17"}, "arms:='17' must be 1 to 16"),
         ({"arms": "two"}, "arms:='two' must be 1 to 16"),
         ({"remote_arms": "arm1"}, "'arm1' is not a namespace of its own"),
         ({"remote_arms": "cell2,cell2"}, "'cell2' is not a namespace of its own"),
@@ -215,6 +216,13 @@ def test_fleet_arguments_are_the_single_cells_plus_the_arms():
     names = [argument.name for argument in FLEET_ARGUMENTS]
     assert names[:2] == ["arms", "remote_arms"]
     assert "namespace" not in names and "noise_actor" not in names and "policy" in names
+
+
+def test_a_learner_may_serve_only_remote_cells(policy_file):
+    (actor,) = describe_fleet(
+        {"policy": str(policy_file), "arms": "0", "remote_arms": "cell_a", "sim": "false"}
+    )
+    assert actor.name == "noise_actor_node" and actor.parameters["arms"] == ["cell_a"]
 
 
 def test_a_remote_cell_starts_its_group_without_an_actor(policy_file):
