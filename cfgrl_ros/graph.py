@@ -189,11 +189,21 @@ class NodeDescription:
     parameter_files: tuple[Path, ...]
     parameters: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)  # on top of node_environment's
-    enclave: str = ""  # SROS2 enclave (launch argument keystore:=); empty: none
+    secure: bool = False  # DDS Security in its own enclave (launch argument keystore:=)
 
     @property
     def fully_qualified_name(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def enclave(self) -> str:
+        """The node's SROS2 enclave, named by its fully qualified name ("": not secure)."""
+        return self.fully_qualified_name if self.secure else ""
+
+    @property
+    def enclave_arguments(self) -> list[str]:
+        """The ROS arguments that run the node in its enclave (none when not secure)."""
+        return ["--enclave", self.enclave] if self.secure else []
 
     def override_yaml(self) -> str:
         """The parameter file holding `parameters` for this node only."""
@@ -204,8 +214,7 @@ class NodeDescription:
         arguments = ["--ros-args", "-r", f"__node:={self.name}"]
         if self.namespace:
             arguments += ["-r", f"__ns:={self.namespace}"]
-        if self.enclave:
-            arguments += ["--enclave", self.enclave]
+        arguments += self.enclave_arguments
         for path in (*self.parameter_files, override_file):
             arguments += ["--params-file", str(path)]
         return arguments
@@ -347,9 +356,14 @@ def describe_graph(arguments: Mapping[str, str]) -> list[NodeDescription]:
             ) from None
 
     def node(executable: str, parameters: dict[str, Any]) -> NodeDescription:
-        enclave = f"{namespace}/{executable}" if keystore else ""
         return NodeDescription(
-            executable, executable, namespace, parameter_files, parameters, environment, enclave
+            executable,
+            executable,
+            namespace,
+            parameter_files,
+            parameters,
+            environment,
+            secure=bool(keystore),
         )
 
     task = values["task"].strip()
@@ -475,7 +489,6 @@ def describe_fleet(arguments: Mapping[str, str]) -> list[NodeDescription]:
     actor = replace(
         actor,
         namespace="",
-        enclave="/noise_actor_node" if actor.enclave else "",
         # No arm may wait for another's training: train beside the requests (the node says why).
         parameters={**actor.parameters, "arms": local + remote, "train_schedule": "learner_thread"},
     )

@@ -35,7 +35,7 @@ def launch_description(graph_name: str) -> Any:
                 namespace=node.namespace,
                 parameters=[*map(str, node.parameter_files), node.parameters],
                 additional_env={**node_environment(os.environ), **node.environment},
-                ros_arguments=["--enclave", node.enclave] if node.enclave else None,
+                ros_arguments=node.enclave_arguments or None,
                 output="screen",
                 emulate_tty=True,
             )

@@ -73,6 +73,11 @@ class _Stream:
     times: np.ndarray
     values: list[Any]
 
+    def true_times(self, start: int, stop: int) -> np.ndarray:
+        """Times in [start, stop) of the true values (a Bool topic's)."""
+        times = self.times
+        return times[np.asarray(self.values, dtype=bool) & (times >= start) & (times < stop)]
+
     def latest(self, at: np.ndarray, max_age_ns: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Index of the latest value at or before each time in `at` (-1: none), and validity."""
         index = np.searchsorted(self.times, at, side="right") - 1
@@ -385,11 +390,7 @@ class _BagEpisodes:
             start, end = int(commands[first]), int(commands[last]) + self.period_ns
             succeeded = False
             if success is not None:
-                hits = success.times[
-                    np.asarray(success.values, dtype=bool)
-                    & (success.times >= start)
-                    & (success.times < end + gap_ns)
-                ]
+                hits = success.true_times(start, end + gap_ns)
                 if len(hits):
                     succeeded = True
                     end = min(end, int(hits[0]))
@@ -620,11 +621,7 @@ class _BagEpisodes:
         it); None when it says so only at the end, or not at all."""
         if not window.success or success is None:
             return None
-        hits = success.times[
-            np.asarray(success.values, dtype=bool)
-            & (success.times >= window.start)
-            & (success.times <= window.end)
-        ]
+        hits = success.true_times(window.start, window.end + 1)
         if not len(hits):
             return None
         done = int(np.searchsorted(ticks, hits[0]))  # the first row observed after it

@@ -378,7 +378,7 @@ class NoiseAgent:
 
         During the prefill (and unless deterministic) this is base-policy noise N(0, I) clipped
         to +-magnitude; afterwards a sample of the noise actor, or its mean when deterministic
-        (SB3's `predict`, on the copy of the actor that the last `train()` left).
+        (as SB3's `predict` computes it, on the copy of the actor the last `train()` left).
         """
         features = self._check_features(features, "features")
         if not deterministic and not self.learning_started:

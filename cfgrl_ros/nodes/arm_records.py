@@ -13,7 +13,7 @@ another's episode end is checkpointed. No rclpy: the node feeds it parsed record
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,22 +168,34 @@ class ArmRecords:
         self.transitions += int(stored)
         received.stored += int(stored)
 
-    def statistics(self) -> dict[str, Any]:
-        """The arm's diagnostic values."""
-        window = self.recent.maxlen
+    def counts(self) -> dict[str, int]:
+        """The arm's record counters, as diagnostics name them (a fleet's are their sums)."""
         return {
-            "episodes": self.episodes,
-            "successes": self.successes,
-            "success_rate": f"{self.successes / self.episodes:.3f}" if self.episodes else "0.000",
-            f"success_rate_last_{window}": (
-                f"{sum(self.recent) / len(self.recent):.3f}" if self.recent else "0.000"
-            ),
-            "transitions": self.transitions,
             "noise_answers": self.answers,
             "fallback_decisions": self.fallbacks,
             "rejected_records": self.rejected,
             "missing_records": self.missing,
         }
+
+    def statistics(self) -> dict[str, Any]:
+        """The arm's diagnostic values."""
+        return {
+            **success_figures(self.successes, self.episodes, self.recent, self.recent.maxlen),
+            "transitions": self.transitions,
+            **self.counts(),
+        }
+
+
+def success_figures(
+    successes: int, episodes: int, recent: Sequence[bool], window: int | None
+) -> dict[str, Any]:
+    """Episodes, successes, the success rate and that of `recent` (each arm's last `window`)."""
+    return {
+        "episodes": episodes,
+        "successes": successes,
+        "success_rate": f"{successes / episodes:.3f}" if episodes else "0.000",
+        f"success_rate_last_{window}": (f"{sum(recent) / len(recent):.3f}" if recent else "0.000"),
+    }
 
 
 def _record_state(record: DecisionRecord) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from cfgrl_ros.dsrl.agent import (
     file_sha256,
     setting_differences,
 )
-from cfgrl_ros.nodes.arm_records import ArmRecords
+from cfgrl_ros.nodes.arm_records import ArmRecords, success_figures
 from cfgrl_ros.nodes.decision_messages import (
     DECISION_TOPIC,
     NOISE_REQUEST_TOPIC,
@@ -345,15 +345,9 @@ class NoiseActorNode(Node):
         successes = sum(arm.successes for arm in arms) + sum(
             int(state.get("successes", 0)) for state in self._absent_arms.values()
         )
-        recent = [success for arm in arms for success in arm.recent]
-        window = arms[0].recent.maxlen
+        recent = [success for arm in arms for success in arm.recent]  # each arm's last ones
         values = {
-            "episodes": episodes,
-            "successes": successes,
-            "success_rate": f"{successes / episodes:.3f}" if episodes else "0.000",
-            f"success_rate_last_{window}": (
-                f"{sum(recent) / len(recent):.3f}" if recent else "0.000"
-            ),
+            **success_figures(successes, episodes, recent, arms[0].recent.maxlen),
             "transitions": counters["transitions"],
             "operator_transitions": counters["operator_transitions"],
             "replay_size": self.agent.replay_size,
@@ -363,10 +357,7 @@ class NoiseActorNode(Node):
             "train": self.train_enabled,
             "deterministic": self.deterministic,
             "guidance_weight": self.agent.guidance_weight,
-            "noise_answers": sum(arm.answers for arm in arms),
-            "fallback_decisions": sum(arm.fallbacks for arm in arms),
-            "rejected_records": sum(arm.rejected for arm in arms),
-            "missing_records": sum(arm.missing for arm in arms),
+            **{key: sum(arm.counts()[key] for arm in arms) for key in arms[0].counts()},
             **{f"train/{key}": f"{value:.4g}" for key, value in self.last_metrics.items()},
         }
         missing = values["missing_records"]

@@ -43,7 +43,6 @@ class DetectedSuccessEnv(gym.Wrapper):
         self, env: FrankaSimEnv, detector: SuccessDetector, threshold: float, hold_ticks: int
     ) -> None:
         super().__init__(env)
-        self.sim = env
         self.detector = detector
         self.threshold = threshold
         self.hold_ticks = hold_ticks
@@ -59,12 +58,12 @@ class DetectedSuccessEnv(gym.Wrapper):
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         observation, reward, terminated, truncated, info = self.env.step(action)
-        info = {**info, "true_success": self.sim.success}
+        info = {**info, "true_success": self.env.success}
         if not self.detecting:
             return observation, reward, terminated, truncated, info
         score = float(self.detector.scores(observation)[0])
         self._run = self._run + 1 if score >= self.threshold else 0
         detected = self._run >= self.hold_ticks
-        truncated = not detected and self.sim.steps >= self.sim.horizon
+        truncated = not detected and self.env.steps >= self.env.horizon
         info = {**info, "success": detected, "score": score}
         return observation, float(detected), detected, truncated, info
