@@ -16,7 +16,7 @@ from cfgrl_ros.observation import (
 )
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, TrainConfig, resolve_device, train_policy
 from cfgrl_ros.policy.flow_policy import NULL, OPTIMAL
-from cfgrl_ros.policy.networks import random_shift
+from cfgrl_ros.policy.networks import random_shift, spatial_softmax
 
 SMALL = {
     "hidden_dims": (64, 64),
@@ -330,11 +330,26 @@ def test_version_1_checkpoints_still_load(tmp_path):
         FlowPolicy.load(tmp_path / "blind.pt", device="cpu")
 
 
-def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
+def test_spatial_softmax_finds_each_maps_peak_in_image_coordinates():
+    maps = torch.zeros(2, 3, 5, 9)
+    maps[0, 0, 0, 0] = maps[0, 1, 4, 8] = maps[0, 2, 2, 4] = maps[1, 0, 4, 0] = 50.0
+    coordinates = spatial_softmax(maps)  # [B, 2C]: x of each channel, then y of each
+    assert coordinates.shape == (2, 6)
+    torch.testing.assert_close(coordinates[0], torch.tensor([-1.0, 1.0, 0.0, -1.0, 1.0, 0.0]))
+    torch.testing.assert_close(coordinates[1, [0, 3]], torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(coordinates[1, [1, 2, 4, 5]], torch.zeros(4))  # flat maps: centre
+    with pytest.raises(ValueError, match="image_encoder 'resnet' is not one of"):
+        PolicyConfig(image_encoder="resnet")
+    with pytest.raises(ValueError, match=r"image_size \(32, 32\) is too small for the keypoints"):
+        PolicyConfig(image_encoder="keypoints", observation=cameras(32))
+
+
+@pytest.mark.parametrize("image_encoder", ["flatten", "keypoints"])
+def test_image_policy_trains_and_its_features_see_the_image(tmp_path, image_encoder):
     rng = np.random.default_rng(0)
     episodes = [
         Episode(
-            observation(rng, 5, image_size=32),
+            observation(rng, 5, image_size=48),
             rng.uniform(-1, 1, (5, ACTION_DIM)),
             np.zeros(5),
             False,
@@ -342,7 +357,9 @@ def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
         for _ in range(3)
     ]
     config = TrainConfig(
-        policy=PolicyConfig(**SMALL, horizon=4, observation=cameras(32)),
+        policy=PolicyConfig(
+            **SMALL, horizon=4, observation=cameras(48), image_encoder=image_encoder
+        ),
         method="bc",
         steps=5,
         batch_size=8,
@@ -354,20 +371,21 @@ def test_image_policy_trains_and_its_features_see_the_image(tmp_path):
     assert len(result.history["policy_loss"]) == 5
     policy = FlowPolicy.load(tmp_path / "camera.pt", device="cpu")
     assert policy.feature_dim == 32 and policy.config.observation.image_keys == ("image",)
+    assert policy.config.image_encoder == image_encoder
     state = random_states(2)
-    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
     features = policy.encode({"state": state, "image": images})
     other = policy.encode({"state": state, "image": 255 - images})
     assert not torch.allclose(features[:, 16:], other[:, 16:])
     torch.testing.assert_close(features[:, :16], other[:, :16])
     with pytest.raises(ValueError, match="'image' must be uint8 RGB"):
         policy.encode({"state": state, "image": images.astype(np.float32)})
-    with pytest.raises(ValueError, match=r"'image' has shape \(2, 40, 40, 3\)"):
-        policy.encode({"state": state, "image": np.zeros((2, 40, 40, 3), np.uint8)})
+    with pytest.raises(ValueError, match=r"'image' has shape \(2, 56, 56, 3\)"):
+        policy.encode({"state": state, "image": np.zeros((2, 56, 56, 3), np.uint8)})
     bigger = [
-        Episode(observation(rng, 5, image_size=40), e.actions, e.rewards, False) for e in episodes
+        Episode(observation(rng, 5, image_size=56), e.actions, e.rewards, False) for e in episodes
     ]
-    with pytest.raises(ValueError, match=r"camera image 'image' is uint8 \[40, 40, 3\]"):
+    with pytest.raises(ValueError, match=r"camera image 'image' is uint8 \[56, 56, 3\]"):
         train_policy(bigger, config)
 
 

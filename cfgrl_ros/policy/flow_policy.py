@@ -36,10 +36,12 @@ from cfgrl_ros.observation import STATE_DIM, ObservationSpec
 from cfgrl_ros.policy.checkpoint import resolve_device, save_model
 from cfgrl_ros.policy.config_types import from_fields
 from cfgrl_ros.policy.networks import (
+    IMAGE_ENCODERS,
+    KEYPOINTS_MIN_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
-    ImageEncoder,
     StateEncoder,
     VelocityField,
+    image_encoder,
     mlp,
 )
 from cfgrl_ros.policy.normaliser import Normaliser
@@ -76,6 +78,9 @@ class PolicyConfig:
     state_feature_dim: int = 64
     image_feature_dim: int = 64
     image_channels: int = 32
+    # How each camera's feature maps become features: "flatten" (a linear map of all of them)
+    # or "keypoints" (GroupNorm, spatial softmax; networks.KeypointImageEncoder).
+    image_encoder: str = "flatten"
     condition_dim: int = 64
     time_embedding_dim: int = 64
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # the velocity network
@@ -92,9 +97,20 @@ class PolicyConfig:
         problems = []
         if self.condition not in CONDITIONS:
             problems.append(f"condition {self.condition!r} is not one of {CONDITIONS}")
+        if self.image_encoder not in IMAGE_ENCODERS:
+            problems.append(f"image_encoder {self.image_encoder!r} is not one of {IMAGE_ENCODERS}")
         size = self.observation.image_size
         if self.observation.image_keys and (size is None or min(size) < MIN_IMAGE_SIZE):
             problems.append(f"image_size {size} must be (height, width), both >= {MIN_IMAGE_SIZE}")
+        elif (
+            self.observation.image_keys
+            and self.image_encoder == "keypoints"
+            and min(size) < KEYPOINTS_MIN_IMAGE_SIZE
+        ):
+            problems.append(
+                f"image_size {size} is too small for the keypoints image encoder: both sides "
+                f">= {KEYPOINTS_MIN_IMAGE_SIZE}, or image_encoder 'flatten'"
+            )
         for name in ("action_dim", "horizon", "flow_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,8 +149,11 @@ class FlowPolicy(nn.Module):
         observation = config.observation
         self.image_encoders = nn.ModuleDict(
             {
-                key: ImageEncoder(
-                    observation.image_size, config.image_feature_dim, config.image_channels
+                key: image_encoder(
+                    config.image_encoder,
+                    observation.image_size,
+                    config.image_feature_dim,
+                    config.image_channels,
                 )
                 for key in observation.image_keys
             }

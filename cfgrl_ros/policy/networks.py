@@ -9,7 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MIN_IMAGE_SIZE = 32  # ImageEncoder's three stride-2 convolutions shrink images 8x
+MIN_IMAGE_SIZE = 32  # the image encoders' three stride-2 convolutions shrink images 8x
+# "flatten": ImageEncoder; "keypoints": KeypointImageEncoder (docs/benchmarks.md, "Vision").
+IMAGE_ENCODERS = ("flatten", "keypoints")
+KEYPOINTS_MIN_IMAGE_SIZE = 48  # maps of at least 3 x 3 for the spatial softmax to locate on
 
 
 def mlp(
@@ -58,25 +61,39 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     )
 
 
-class ImageEncoder(nn.Module):
-    """One RGB camera, uint8 [B, H, W, 3] -> features: four 3x3 convolutions, then a linear map.
+def conv_trunk(channels: int, group_norm: bool = False) -> nn.Sequential:
+    """Four 3x3 convolutions with SiLU, [B, 3, H, W] -> [B, 2 * channels, ~H/8, ~W/8].
 
     Three stride-2 layers shrink 84 px to 9 px quickly, which keeps a decision on one CPU thread
-    within a few milliseconds.
+    within a few milliseconds. group_norm puts GroupNorm (up to 8 groups) before each SiLU: unlike
+    BatchNorm it does not depend on the batch, so training and acting normalise alike.
     """
+    widths = (channels, channels, 2 * channels, 2 * channels)
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for index, width in enumerate(widths):
+        layers.append(nn.Conv2d(in_channels, width, 3, stride=1 if index == 3 else 2))
+        if group_norm:
+            layers.append(nn.GroupNorm(math.gcd(8, width), width))
+        layers.append(nn.SiLU())
+        in_channels = width
+    return nn.Sequential(*layers)
+
+
+def image_tensor(
+    images: torch.Tensor, shift_pad: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-0.5, 0.5], randomly shifted if shift_pad."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
+    return random_shift(x, shift_pad, generator) if shift_pad > 0 else x
+
+
+class ImageEncoder(nn.Module):
+    """One RGB camera, uint8 [B, H, W, 3] -> features: the conv trunk, flattened, a linear map."""
 
     def __init__(self, image_size: tuple[int, int], feature_dim: int, channels: int = 32) -> None:
         super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(3, channels, 3, stride=2),
-            nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, stride=2),
-            nn.SiLU(),
-            nn.Conv2d(channels, 2 * channels, 3, stride=2),
-            nn.SiLU(),
-            nn.Conv2d(2 * channels, 2 * channels, 3, stride=1),
-            nn.SiLU(),
-        )
+        self.convs = conv_trunk(channels)
         with torch.no_grad():
             flat_dim = self.convs(torch.zeros(1, 3, *image_size)).numel()
         self.head = nn.Sequential(nn.Linear(flat_dim, feature_dim), nn.LayerNorm(feature_dim))
@@ -84,10 +101,54 @@ class ImageEncoder(nn.Module):
     def forward(
         self, images: torch.Tensor, shift_pad: int = 0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5
-        if shift_pad > 0:
-            x = random_shift(x, shift_pad, generator)
-        return self.head(self.convs(x).flatten(1))
+        return self.head(self.convs(image_tensor(images, shift_pad, generator)).flatten(1))
+
+
+def spatial_softmax(feature_maps: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, 2C]: for each channel, the expected (x, y) in [-1, 1] under the
+    softmax of its map over the H*W positions (a soft argmax: where that feature is)."""
+    batch, channels, height, width = feature_maps.shape
+    weights = feature_maps.flatten(2).softmax(dim=-1).view(batch, channels, height, width)
+    xs = torch.linspace(-1.0, 1.0, width, device=feature_maps.device)
+    ys = torch.linspace(-1.0, 1.0, height, device=feature_maps.device)
+    x = (weights.sum(dim=2) * xs).sum(dim=-1)  # marginal over rows, then E[x]
+    y = (weights.sum(dim=3) * ys).sum(dim=-1)
+    return torch.cat([x, y], dim=-1)
+
+
+class KeypointImageEncoder(nn.Module):
+    """One RGB camera -> features, the visuomotor-policy way (robomimic, Diffusion Policy):
+    the conv trunk with GroupNorm, a 1x1 convolution to `keypoints` maps, spatial softmax (each
+    map's expected image position), then a linear map.
+
+    The features say where things are rather than what each pixel holds, which generalises from
+    few demonstrations when the object's position is what varies.
+    """
+
+    def __init__(
+        self, image_size: tuple[int, int], feature_dim: int, channels: int = 32, keypoints: int = 32
+    ) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            conv_trunk(channels, group_norm=True), nn.Conv2d(2 * channels, keypoints, 1)
+        )
+        self.head = nn.Sequential(nn.Linear(2 * keypoints, feature_dim), nn.LayerNorm(feature_dim))
+
+    def forward(
+        self, images: torch.Tensor, shift_pad: int = 0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return self.head(spatial_softmax(self.convs(image_tensor(images, shift_pad, generator))))
+
+
+def image_encoder(
+    kind: str, image_size: tuple[int, int], feature_dim: int, channels: int
+) -> nn.Module:
+    """The image encoder named by `kind` (one of IMAGE_ENCODERS)."""
+    if kind == "flatten":
+        return ImageEncoder(image_size, feature_dim, channels)
+    if kind == "keypoints":
+        return KeypointImageEncoder(image_size, feature_dim, channels)
+    raise ValueError(f"image encoder {kind!r} is not one of {IMAGE_ENCODERS}")
 
 
 class SinusoidalEmbedding(nn.Module):
