@@ -2,7 +2,8 @@
 
 Measures p50/p99 over many decisions for K Euler steps, for three observations: the state
 with the object pose, the same with the scene camera, and the vision observation (proprioception
-with the scene and wrist cameras, --image-size px); with guidance (both velocity branches in one
+with the scene and wrist cameras, --image-size px), the last with each image encoder
+(PolicyConfig.image_encoder); with guidance (both velocity branches in one
 batched pass, w = 2); and decode alone at the distillation batch size. Decisions are paced
 like a control loop (--period); weights are freshly initialised: latency does not depend on
 them.
@@ -26,6 +27,7 @@ import torch
 
 from cfgrl_ros.observation import OBSERVATIONS, ObservationSpec
 from cfgrl_ros.policy import FlowPolicy, PolicyConfig, resolve_device
+from cfgrl_ros.policy.networks import IMAGE_ENCODERS
 
 
 def cpu_name() -> str:
@@ -90,14 +92,18 @@ def main() -> None:
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)
     size = (args.image_size, args.image_size)
-    observations = {
-        "state-only": OBSERVATIONS["state"],
-        f"state + {args.image_size} px image": ObservationSpec(
-            image_keys=("image",), image_size=size
+    vision = dataclasses.replace(OBSERVATIONS["vision"], image_size=size)
+    configs = {
+        "state-only": PolicyConfig(observation=OBSERVATIONS["state"]),
+        f"state + {args.image_size} px image": PolicyConfig(
+            observation=ObservationSpec(image_keys=("image",), image_size=size)
         ),
-        f"vision: proprioception + 2 x {args.image_size} px": dataclasses.replace(
-            OBSERVATIONS["vision"], image_size=size
-        ),
+        **{
+            f"vision: proprioception + 2 x {args.image_size} px, {encoder} encoder": PolicyConfig(
+                observation=vision, image_encoder=encoder
+            )
+            for encoder in IMAGE_ENCODERS
+        },
     }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
@@ -106,10 +112,10 @@ def main() -> None:
     )
     print("| inputs | K | batch | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    for label, spec in observations.items():
+    for label, config in configs.items():
+        spec = config.observation
         obs = {"state": rng.standard_normal((1, spec.state_dim)).astype(np.float32)}
         obs |= {key: rng.integers(0, 256, (1, *size, 3), dtype=np.uint8) for key in spec.image_keys}
-        config = PolicyConfig(observation=spec)
         policy = FlowPolicy(config).to(device).eval()
         noise = torch.randn(1, *policy.noise_shape, device=device)
         for steps in args.steps:
