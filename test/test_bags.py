@@ -169,6 +169,10 @@ def test_interrupted_write_leaves_nothing(tmp_path, episodes):
     with pytest.raises(BagWriteError, match=r"'eef_pos' has shape \(5, 2\)"):
         write(tmp_path / "bad", [bad])
     assert not (tmp_path / "bad").exists()
+    no_camera = load_topic_map(overrides={"image": None})
+    with pytest.raises(BagWriteError, match=r"camera images \['image'\] but the topic map"):
+        write(tmp_path / "blind", episodes[:1], topic_map=no_camera)
+    assert not (tmp_path / "blind").exists()
 
 
 FR3 = {

@@ -32,7 +32,7 @@ from rosbags.typesys import Stores, get_typestore
 from cfgrl_ros.arm.command_adapter import ArmCommandAdapter
 from cfgrl_ros.data.episode import Episode
 from cfgrl_ros.data.topic_map import TopicMap, load_topic_map
-from cfgrl_ros.observation import OBJECT_POSE, OBSERVATION_FIELDS
+from cfgrl_ros.observation import IMAGE_KEYS, OBJECT_POSE, OBSERVATION_FIELDS
 from cfgrl_ros.paths import file_in_the_way
 
 # Bag metadata custom_data keys written by this package.
@@ -236,7 +236,17 @@ class EpisodeBagWriter:
                 )
             if not np.all(np.isfinite(values)):
                 raise BagWriteError(f"observation {name!r} has non-finite values")
-        for key in self.topic_map.image_topics():
+        image_topics = self.topic_map.image_topics()
+        unrecorded = [
+            key for key in IMAGE_KEYS if key in episode.observations and key not in image_topics
+        ]
+        if unrecorded:  # writing the rest would lose these images without a word
+            raise BagWriteError(
+                f"episode has camera images {unrecorded} but the topic map switches their topic "
+                "off; name a topic for each (e.g. --topic image=/camera/color/image_raw) or leave "
+                "those images out of the episode"
+            )
+        for key in image_topics:
             pixels = episode.observations.get(key)
             if pixels is not None and (np.ndim(pixels) != 4 or np.shape(pixels)[3] != 3):
                 raise BagWriteError(
