@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 MIN_IMAGE_SIZE = 32  # the image encoders' three stride-2 convolutions shrink images 8x
-# "flatten": ImageEncoder; "keypoints": KeypointImageEncoder (docs/benchmarks.md, "Vision").
+# "flatten": ImageEncoder; "keypoints": KeypointImageEncoder (docs/benchmarks.md, "Vision on
+# Lift", compares them).
 IMAGE_ENCODERS = ("flatten", "keypoints")
 KEYPOINTS_MIN_IMAGE_SIZE = 48  # maps of at least 3 x 3 for the spatial softmax to locate on
 
@@ -125,9 +126,7 @@ class KeypointImageEncoder(nn.Module):
     few demonstrations when the object's position is what varies.
     """
 
-    def __init__(
-        self, image_size: tuple[int, int], feature_dim: int, channels: int = 32, keypoints: int = 32
-    ) -> None:
+    def __init__(self, feature_dim: int, channels: int = 32, keypoints: int = 32) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             conv_trunk(channels, group_norm=True), nn.Conv2d(2 * channels, keypoints, 1)
@@ -147,7 +146,7 @@ def image_encoder(
     if kind == "flatten":
         return ImageEncoder(image_size, feature_dim, channels)
     if kind == "keypoints":
-        return KeypointImageEncoder(image_size, feature_dim, channels)
+        return KeypointImageEncoder(feature_dim, channels)  # any image size: softmax pools
     raise ValueError(f"image encoder {kind!r} is not one of {IMAGE_ENCODERS}")
 
 
